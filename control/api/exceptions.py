@@ -1,0 +1,58 @@
+"""One error shape for the whole API: ``{"message", "code", "extra": {"fields": ...}}``."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from control.errors import DomainError
+
+
+def _flatten(detail) -> list[str]:
+    if isinstance(detail, dict):
+        return [f"{k}: {m}" for k, v in detail.items() for m in _flatten(v)]
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item)]
+    return [str(detail)]
+
+
+def _fields(detail) -> dict:
+    if isinstance(detail, dict):
+        return {k: _flatten(v) if not isinstance(v, dict) else _fields(v) for k, v in detail.items()}
+    return {"non_field_errors": _flatten(detail)}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        extra = {"fields": exc.fields} if exc.fields else {}
+        return Response({"message": exc.message, "code": exc.code, "extra": extra}, status=exc.status)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "not found")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        messages = _flatten(exc.detail)
+        body = {
+            "message": "; ".join(messages[:5]) if messages else "invalid input",
+            "code": "invalid",
+            "extra": {"fields": _fields(exc.detail)},
+        }
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        body = {
+            "message": " ".join(_flatten(detail)),
+            "code": code if isinstance(code, str) else "error",
+            "extra": {},
+        }
+    if response.status_code == status.HTTP_401_UNAUTHORIZED and "WWW-Authenticate" not in response:
+        response["WWW-Authenticate"] = "Bearer"
+    response.data = body
+    return response

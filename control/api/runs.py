@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from control.api.base import ProjectApi, StrictSerializer, paginated, query_int
+from control.errors import NotFound
+from control.models import ApiToken, DataSource, MetricPoint, Run, RunSource
+from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
+from control.selectors.runs import metric_points_after, runs_list
+from control.services.metrics import MAX_POINTS_PER_REQUEST, PointIn, metric_points_ingest
+from control.services.runs import PRESETS, SourceWeight, run_cancel, run_create
+
+METRIC_NAME_RE = r"^[A-Za-z0-9_./@:+\-]{1,200}$"
+
+
+class RunSourceOutput(serializers.ModelSerializer):
+    name = serializers.CharField(source="data_source.name")
+
+    class Meta:
+        model = RunSource
+        fields = ["data_source", "name", "weight"]
+
+
+class RunOutput(serializers.ModelSerializer):
+    sources = RunSourceOutput(source="run_sources", many=True, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "project",
+            "name",
+            "description",
+            "status",
+            "preset",
+            "config",
+            "compute_target",
+            "total_steps",
+            "last_step",
+            "error",
+            "sources",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class SourceWeightInput(StrictSerializer):
+    data_source = serializers.IntegerField(min_value=1)
+    weight = serializers.FloatField(min_value=1e-9, max_value=1e9, default=1.0)
+
+
+class RunInput(StrictSerializer):
+    project = serializers.IntegerField(min_value=1)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    preset = serializers.ChoiceField(choices=PRESETS, default="tiny-cpu-demo")
+    config = serializers.DictField(required=False, default=dict)
+    compute_target = serializers.CharField(max_length=200, default="local")
+    total_steps = serializers.IntegerField(min_value=1, max_value=10_000_000, default=100)
+    sources = SourceWeightInput(many=True, allow_empty=False, max_length=200)
+
+    def validate_config(self, value: dict) -> dict:
+        import json
+
+        if len(json.dumps(value)) > 64_000:
+            raise ValidationError("config is larger than 64 kB")
+        return value
+
+
+class MetricPointInput(StrictSerializer):
+    step = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
+    key = serializers.RegexField(METRIC_NAME_RE, max_length=200)
+    source = serializers.CharField(max_length=200, required=False, allow_blank=True, allow_null=True)
+    value = serializers.FloatField(allow_null=True)
+
+    def validate_source(self, value: str | None) -> str:
+        return value or ""
+
+
+class MetricIngestInput(StrictSerializer):
+    points = MetricPointInput(many=True, allow_empty=False, max_length=MAX_POINTS_PER_REQUEST)
+
+
+class MetricPointOutput(serializers.ModelSerializer):
+    class Meta:
+        model = MetricPoint
+        fields = ["step", "source", "key", "value"]
+
+
+class RunListCreateApi(ProjectApi):
+    @extend_schema(
+        parameters=[OpenApiParameter("project", int), OpenApiParameter("status", str)],
+        responses=RunOutput(many=True),
+    )
+    def get(self, request):
+        status = request.query_params.get("status", "")[:16] or None
+        qs = runs_list(user=request.user, project_id=query_int(request, "project"), status=status)
+        return paginated(self, qs, RunOutput)
+
+    @extend_schema(request=RunInput, responses={201: RunOutput})
+    def post(self, request):
+        data = RunInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        project = project_get_for_user(user=request.user, project_id=v["project"], write=True)
+        ids = [s["data_source"] for s in v["sources"]]
+        found = {s.pk: s for s in DataSource.objects.filter(project=project, pk__in=ids)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"data source(s) {missing[:10]} do not exist in project {project.pk}")
+        run = run_create(
+            project=project,
+            user=request.user,
+            name=v["name"],
+            description=v["description"],
+            preset=v["preset"],
+            config=v["config"],
+            compute_target=v["compute_target"],
+            total_steps=v["total_steps"],
+            sources=[SourceWeight(found[s["data_source"]], s["weight"]) for s in v["sources"]],
+        )
+        return Response(RunOutput(run).data, status=201)
+
+
+def _run_for(request, run_id: int) -> Run:
+    return object_get_for_user(Run.objects.all(), user=request.user, pk=run_id, label="run")
+
+
+class RunDetailApi(ProjectApi):
+    @extend_schema(responses=RunOutput)
+    def get(self, request, run_id: int):
+        return Response(RunOutput(_run_for(request, run_id)).data)
+
+
+class RunCancelApi(ProjectApi):
+    @extend_schema(request=None, responses=RunOutput)
+    def post(self, request, run_id: int):
+        run = _run_for(request, run_id)
+        check_can_write(user=request.user, project=run.project)
+        return Response(RunOutput(run_cancel(run=run)).data)
+
+
+class RunMetricsApi(ProjectApi):
+    """Read a run's points after a step, or ingest a batch (run-scoped token of this run, or a member)."""
+
+    allow_run_token = True
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after_step", int, description="only points with a greater step"),
+            OpenApiParameter("key", str),
+            OpenApiParameter("source", str, description="empty string for global metrics"),
+        ],
+        responses=MetricPointOutput(many=True),
+    )
+    def get(self, request, run_id: int):
+        self._refuse_run_token(request)
+        run = _run_for(request, run_id)
+        after = query_int(request, "after_step")
+        qs = metric_points_after(
+            run=run,
+            step=-1 if after is None else after,
+            key=request.query_params.get("key"),
+            source=request.query_params.get("source"),
+        )
+        return paginated(self, qs, MetricPointOutput)
+
+    @extend_schema(request=MetricIngestInput, responses={200: None})
+    def post(self, request, run_id: int):
+        token = request.auth if isinstance(request.auth, ApiToken) else None
+        if token is not None and token.is_run_scoped:
+            if token.run_id != run_id:
+                raise PermissionDenied("this run-scoped token belongs to another run")
+            run = token.run
+        else:
+            run = _run_for(request, run_id)
+            check_can_write(user=request.user, project=run.project)
+        data = MetricIngestInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        points = [
+            PointIn(step=p["step"], key=p["key"], source=p.get("source") or "", value=p["value"])
+            for p in data.validated_data["points"]
+        ]
+        count = metric_points_ingest(run=run, points=points)
+        return Response({"accepted": count})
+
+    def _refuse_run_token(self, request) -> None:
+        if isinstance(request.auth, ApiToken) and request.auth.is_run_scoped:
+            raise PermissionDenied("a run-scoped token may only write metrics of its own run")

@@ -1,0 +1,28 @@
+from django.urls import path
+
+from control.api import alerts, data, projects, runs, tokens
+
+app_name = "api"
+
+urlpatterns = [
+    path("projects/", projects.ProjectListCreateApi.as_view(), name="projects"),
+    path("projects/<int:project_id>/", projects.ProjectDetailApi.as_view(), name="project"),
+    path("projects/<int:project_id>/members/", projects.ProjectMembersApi.as_view(), name="project-members"),
+    path("datasets/", data.DatasetListApi.as_view(), name="datasets"),
+    path("datasets/<int:dataset_id>/", data.DatasetDetailApi.as_view(), name="dataset"),
+    path("data-sources/", data.DataSourceListApi.as_view(), name="data-sources"),
+    path("data-sources/<int:source_id>/", data.DataSourceDetailApi.as_view(), name="data-source"),
+    path("tags/", data.TagListCreateApi.as_view(), name="tags"),
+    path("tags/<int:tag_id>/", data.TagDetailApi.as_view(), name="tag"),
+    path("runs/", runs.RunListCreateApi.as_view(), name="runs"),
+    path("runs/<int:run_id>/", runs.RunDetailApi.as_view(), name="run"),
+    path("runs/<int:run_id>/cancel/", runs.RunCancelApi.as_view(), name="run-cancel"),
+    path("runs/<int:run_id>/metrics/", runs.RunMetricsApi.as_view(), name="run-metrics"),
+    path("alert-rules/", alerts.AlertRuleListCreateApi.as_view(), name="alert-rules"),
+    path("alert-rules/<int:rule_id>/", alerts.AlertRuleDetailApi.as_view(), name="alert-rule"),
+    path("alerts/", alerts.AlertListApi.as_view(), name="alerts"),
+    path("alerts/<int:alert_id>/acknowledge/", alerts.AlertAcknowledgeApi.as_view(), name="alert-ack"),
+    path("alerts/<int:alert_id>/resolve/", alerts.AlertResolveApi.as_view(), name="alert-resolve"),
+    path("tokens/", tokens.TokenListCreateApi.as_view(), name="tokens"),
+    path("tokens/<int:token_id>/", tokens.TokenDetailApi.as_view(), name="token"),
+]

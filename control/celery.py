@@ -1,0 +1,17 @@
+"""The Celery application; tasks live in ``workers``."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "control.settings")
+
+app = Celery("triune")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.imports = ("workers.tasks",)
+app.conf.broker_connection_timeout = 5
+app.conf.task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+app.conf.beat_schedule = {
+    "housekeeping": {"task": "workers.tasks.housekeeping", "schedule": 3600.0},
+    "heartbeat": {"task": "workers.tasks.heartbeat", "schedule": 60.0},
+}

@@ -1,0 +1,23 @@
+"""Domain models of the control plane."""
+
+from control.models.alerts import Alert, AlertRule
+from control.models.data import Dataset, DatasetVersion, DataSource, Tag
+from control.models.metrics import MetricPoint
+from control.models.projects import Project, ProjectMembership
+from control.models.runs import Run, RunSource
+from control.models.tokens import ApiToken
+
+__all__ = [
+    "Alert",
+    "AlertRule",
+    "ApiToken",
+    "DataSource",
+    "Dataset",
+    "DatasetVersion",
+    "MetricPoint",
+    "Project",
+    "ProjectMembership",
+    "Run",
+    "RunSource",
+    "Tag",
+]

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from control.models import MetricPoint, Run
+from control.selectors.projects import visible_to
+
+
+def runs_list(
+    *, user: AbstractBaseUser, project_id: int | None = None, status: str | None = None
+) -> QuerySet[Run]:
+    qs = visible_to(Run.objects.all(), user=user).prefetch_related("run_sources__data_source")
+    if project_id is not None:
+        qs = qs.filter(project_id=project_id)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def metric_points_after(
+    *, run: Run, step: int = -1, key: str | None = None, source: str | None = None
+) -> QuerySet[MetricPoint]:
+    """Points of ``run`` with a step greater than ``step``, in step order (a reconnecting page's catch-up)."""
+    qs = MetricPoint.objects.filter(run=run, step__gt=step)
+    if key is not None:
+        qs = qs.filter(key=key)
+    if source is not None:
+        qs = qs.filter(source=source)
+    return qs.order_by("step", "key", "source")
+
+
+def metric_keys(*, run: Run) -> list[tuple[str, str]]:
+    """Distinct (key, source) series of a run."""
+    return list(
+        MetricPoint.objects.filter(run=run).values_list("key", "source").distinct().order_by("key", "source")
+    )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from control.errors import Conflict, DomainError, NotFound
+from control.models import Project, ProjectMembership
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:80] or "project"
+    slug, n = base, 1
+    while Project.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def project_create(*, user: AbstractBaseUser, name: str, description: str = "") -> Project:
+    """Create a project; its creator becomes its owner."""
+    if not name.strip():
+        raise DomainError("name must not be blank", fields={"name": ["must not be blank"]})
+    project = Project.objects.create(
+        name=name.strip(), slug=_unique_slug(name), description=description, created_by=user
+    )
+    ProjectMembership.objects.create(project=project, user=user, role=ProjectMembership.Role.OWNER)
+    return project
+
+
+def project_update(*, project: Project, name: str | None = None, description: str | None = None) -> Project:
+    if name is not None:
+        if not name.strip():
+            raise DomainError("name must not be blank", fields={"name": ["must not be blank"]})
+        project.name = name.strip()
+    if description is not None:
+        project.description = description
+    project.save(update_fields=["name", "description"])
+    return project
+
+
+def project_member_set(*, project: Project, username: str, role: str) -> ProjectMembership:
+    """Add a user to a project or change their role."""
+    if role not in ProjectMembership.Role.values:
+        allowed = ", ".join(ProjectMembership.Role.values)
+        raise DomainError(f"role must be one of {allowed}, got {role!r}", fields={"role": ["invalid"]})
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise NotFound(f"no user named {username!r}")
+    try:
+        membership, _ = ProjectMembership.objects.update_or_create(
+            project=project, user=user, defaults={"role": role}
+        )
+    except IntegrityError as exc:  # pragma: no cover - concurrent add of the same member
+        raise Conflict(f"{username} is being added to this project concurrently; retry") from exc
+    return membership

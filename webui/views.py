@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+
+from control.errors import DomainError, NotFound
+from control.models import Run
+from control.selectors.data import data_sources_list
+from control.selectors.projects import object_get_for_user, project_get_for_user, projects_for_user
+from control.selectors.runs import runs_list
+from control.services.projects import project_create
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    projects = projects_for_user(user=request.user)
+    return render(request, "webui/home.html", {"projects": projects})
+
+
+@login_required
+def project_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        name = request.POST.get("name", "")[:100]
+        try:
+            project = project_create(
+                user=request.user, name=name, description=request.POST.get("description", "")[:5000]
+            )
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return redirect("home")
+        messages.success(request, f"Project {project.name} created.")
+        return redirect("project", project_id=project.pk)
+    return redirect("home")
+
+
+@login_required
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    try:
+        project = project_get_for_user(user=request.user, project_id=project_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    context = {
+        "project": project,
+        "runs": runs_list(user=request.user, project_id=project.pk)[:100],
+        "sources": data_sources_list(user=request.user, project_id=project.pk)[:200],
+    }
+    return render(request, "webui/project.html", context)
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    try:
+        run = object_get_for_user(
+            Run.objects.select_related("project"), user=request.user, pk=run_id, label="run"
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    return render(request, "webui/run.html", {"run": run, "project": run.project})
+
+
+def not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"message": f"no API endpoint at {request.path[:200]}", "code": "not_found", "extra": {}},
+            status=404,
+        )
+    return render(
+        request, "webui/error.html", {"title": "Not found", "message": str(exception or "")[:300]}, status=404
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"message": "internal error; it has been logged", "code": "error", "extra": {}}, status=500
+        )
+    return render(
+        request, "webui/error.html", {"title": "Server error", "message": "It has been logged."}, status=500
+    )
