@@ -25,7 +25,9 @@ def test_login_create_project_and_switch(page, live_server_url, make_user):
     assert "Orsta <script>x</script>" in options
 
 
-def test_run_page_streams_metrics_live_and_catches_up(page, live_server_url, make_user, make_project, make_source):
+def test_run_page_streams_metrics_live_and_catches_up(
+    page, live_server_url, make_user, make_project, make_source
+):
     from control.services.metrics import PointIn, metric_points_ingest
     from control.services.runs import SourceWeight, run_create
 
@@ -33,7 +35,9 @@ def test_run_page_streams_metrics_live_and_catches_up(page, live_server_url, mak
     project = make_project(user, "live")
     source = make_source(project, "synth_math")
     run = run_create(project=project, user=user, name="demo run", sources=[SourceWeight(source, 1.0)])
-    metric_points_ingest(run=run, points=[PointIn(step=0, key="reward/accuracy", value=0.1, source="synth_math")])
+    metric_points_ingest(
+        run=run, points=[PointIn(step=0, key="reward/accuracy", value=0.1, source="synth_math")]
+    )
 
     login(page, live_server_url, "frank", PASSWORD)
     page.goto(f"{live_server_url}/runs/{run.pk}/")
@@ -42,11 +46,11 @@ def test_run_page_streams_metrics_live_and_catches_up(page, live_server_url, mak
     chart.wait_for()
 
     # A point ingested while the page is open arrives over the websocket.
-    metric_points_ingest(run=run, points=[PointIn(step=1, key="reward/accuracy", value=0.4, source="synth_math")])
-    page.locator("#last-step", has_text="1").wait_for()
-    xs = page.evaluate(
-        "() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].x"
+    metric_points_ingest(
+        run=run, points=[PointIn(step=1, key="reward/accuracy", value=0.4, source="synth_math")]
     )
+    page.locator("#last-step", has_text="1").wait_for()
+    xs = page.evaluate("() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].x")
     assert xs == [0, 1]
     ys = page.evaluate("() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].y")
     assert ys == [0.1, 0.4]
