@@ -1,6 +1,6 @@
 from django.urls import path
 
-from control.api import alerts, data, projects, runs, tokens
+from control.api import alerts, data, projects, runs, tokens, uploads
 
 app_name = "api"
 
@@ -8,7 +8,9 @@ urlpatterns = [
     path("projects/", projects.ProjectListCreateApi.as_view(), name="projects"),
     path("projects/<int:project_id>/", projects.ProjectDetailApi.as_view(), name="project"),
     path("projects/<int:project_id>/members/", projects.ProjectMembersApi.as_view(), name="project-members"),
-    path("datasets/", data.DatasetListApi.as_view(), name="datasets"),
+    path("datasets/", uploads.DatasetListCreateApi.as_view(), name="datasets"),
+    path("uploads/", uploads.UploadListCreateApi.as_view(), name="uploads"),
+    path("uploads/<uuid:upload_id>/", uploads.UploadDetailApi.as_view(), name="upload"),
     path("datasets/<int:dataset_id>/", data.DatasetDetailApi.as_view(), name="dataset"),
     path("data-sources/", data.DataSourceListApi.as_view(), name="data-sources"),
     path("data-sources/<int:source_id>/", data.DataSourceDetailApi.as_view(), name="data-source"),

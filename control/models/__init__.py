@@ -6,6 +6,7 @@ from control.models.metrics import MetricPoint
 from control.models.projects import Project, ProjectMembership
 from control.models.runs import Run, RunSource
 from control.models.tokens import ApiToken
+from control.models.uploads import Upload
 
 __all__ = [
     "Alert",
@@ -20,4 +21,5 @@ __all__ = [
     "Run",
     "RunSource",
     "Tag",
+    "Upload",
 ]

@@ -90,6 +90,7 @@ class DataSource(models.Model):
     description = models.TextField(blank=True, max_length=5000)
     tags = models.ManyToManyField(Tag, blank=True, related_name="sources")
     stats = models.JSONField(default=dict, blank=True)
+    files = models.JSONField(default=dict, blank=True, help_text='{"train": [uri, ...], "test": [uri, ...]}')
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
