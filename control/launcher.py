@@ -135,6 +135,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         services.ensure(prefer_local=False)
         manage("migrate", "--noinput", "-v", "0")
         ensure_admin()
+        if os.environ.get("TRIUNE_SEED_DEMO", "1") != "0":
+            manage("seed_demo", "--owner", os.environ.get("TRIUNE_ADMIN_USER", "admin"), check=False)
         logs = data_dir() / "logs"
         logs.mkdir(exist_ok=True)
         procs.append(

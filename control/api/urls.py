@@ -1,6 +1,6 @@
 from django.urls import path
 
-from control.api import alerts, data, projects, runs, tokens, uploads
+from control.api import alerts, data, projects, runs, samples, tokens, uploads
 
 app_name = "api"
 
@@ -14,6 +14,17 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/", data.DatasetDetailApi.as_view(), name="dataset"),
     path("data-sources/", data.DataSourceListApi.as_view(), name="data-sources"),
     path("data-sources/<int:source_id>/", data.DataSourceDetailApi.as_view(), name="data-source"),
+    path("data-sources/<int:source_id>/samples/", samples.SampleListApi.as_view(), name="samples"),
+    path(
+        "data-sources/<int:source_id>/samples/<str:split>/<int:index>/images/<int:image>/",
+        samples.SampleImageApi.as_view(),
+        name="sample-image",
+    ),
+    path(
+        "data-sources/<int:source_id>/samples/<str:split>/<int:index>/score/",
+        samples.SampleScoreApi.as_view(),
+        name="sample-score",
+    ),
     path("tags/", data.TagListCreateApi.as_view(), name="tags"),
     path("tags/<int:tag_id>/", data.TagDetailApi.as_view(), name="tag"),
     path("runs/", runs.RunListCreateApi.as_view(), name="runs"),
