@@ -1,0 +1,128 @@
+"""Box lists in answers: parsing with V-Triune's repairs, and coordinate normalisation.
+
+An answer holds a JSON-like list ``[{'bbox_2d': [x1, y1, x2, y2], 'label': 'dog'}, ...]``
+between ``<answer>`` tags. Parsing follows V-Triune's reward server
+(``reward_server/utils/det_helper.py``, ``extract_bbox``) so that the same responses get the
+same boxes; see :func:`parse_boxes`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer.rewards.tags import answer_content
+
+# A response's answer longer than this is not parsed (a longer one is not a box list a model
+# would write; json.loads of it would cost memory for nothing).
+MAX_ANSWER_CHARS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """Valid boxes of one answer, in order: ``xyxy`` (N, 4) float64 and ``labels`` (N,)."""
+
+    xyxy: np.ndarray
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _coords(value: object) -> tuple[float, float, float, float] | None:
+    if not isinstance(value, list) or len(value) != 4:
+        return None
+    coords = []
+    for coord in value:
+        # bool is an int in Python, and V-Triune's check (isinstance(c, (int, float))) accepts it.
+        if not isinstance(coord, int | float):
+            return None
+        try:
+            number = float(coord)
+        except OverflowError:  # an int beyond the float range
+            return None
+        # Deliberate difference: V-Triune keeps ±Infinity (json accepts it); a non-finite box is
+        # invalid here, so that every IoU is a number.
+        if not math.isfinite(number):
+            return None
+        coords.append(number)
+    x1, y1, x2, y2 = coords
+    if not (x1 <= x2 and y1 <= y2):
+        return None
+    return x1, y1, x2, y2
+
+
+def parse_box_list(text: str) -> Boxes | None:
+    """Valid boxes of an already extracted, lower-cased answer; ``None`` when there are none.
+
+    Repairs and filters, in V-Triune's order: ``[[`` → ``[`` and ``]]`` → ``]``; a text not
+    ending in ``]`` is cut after its last ``},`` and closed with ``}]`` (a truncated list);
+    single quotes → double quotes; backslashes dropped; parsed as JSON. Kept, in order: dicts
+    with a ``bbox_2d`` of 4 finite numbers with x1 ≤ x2, y1 ≤ y2 and a string ``label``
+    (anything else, such as a ``confidence``, is ignored), except a box whose coordinates equal
+    those of an earlier kept box.
+
+    >>> parse_box_list("[{'bbox_2d': [1, 2, 3, 4], 'label': 'dog'}, {'bbox_2d': [1, 2, 3], 'label': 'x'}]")
+    Boxes(xyxy=array([[1., 2., 3., 4.]]), labels=('dog',))
+    """
+    if not text or not text.strip() or len(text) > MAX_ANSWER_CHARS:
+        return None
+    text = text.replace("[[", "[").replace("]]", "]")
+    if not text.endswith("]"):
+        text = text.rsplit("},", 1)[0] + "}]"
+    text = text.replace("'", '"').replace("\\", "")
+    try:
+        items = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(items, list):
+        return None
+    seen: set[tuple[float, float, float, float]] = set()
+    coords: list[tuple[float, float, float, float]] = []
+    labels: list[str] = []
+    for item in items:
+        if not isinstance(item, dict) or "bbox_2d" not in item or "label" not in item:
+            continue
+        box = _coords(item["bbox_2d"])
+        label = item["label"]
+        if box is None or not isinstance(label, str) or box in seen:
+            continue
+        seen.add(box)
+        coords.append(box)
+        labels.append(label)
+    if not coords:
+        return None
+    return Boxes(np.array(coords, dtype=np.float64).reshape(-1, 4), tuple(labels))
+
+
+def extract_boxes(text: str) -> Boxes | None:
+    """Boxes of the first ``<answer>…</answer>`` of ``text``; ``None`` when there is no valid box.
+
+    >>> len(extract_boxes("<answer>\\n[{'bbox_2d': [0, 0, 5, 5], 'label': 'Cat'}]\\n</answer>"))
+    1
+    """
+    return parse_box_list(answer_content(text.strip()).lower())
+
+
+def normalize_boxes(boxes: Boxes, width: int, height: int, scale: float = 1000.0) -> Boxes | None:
+    """Pixel coordinates → ``int(x / width · scale)``, ``int(y / height · scale)`` (truncation).
+
+    As V-Triune's ``normalize_bbox_by_real_size``; boxes are not de-duplicated again. A box
+    whose normalised coordinates overflow is dropped; ``None`` when none is left.
+
+    >>> normalize_boxes(Boxes(np.array([[10.0, 5.0, 99.9, 50.0]]), ("a",)), 200, 100).xyxy
+    array([[ 50.,  50., 499., 500.]])
+    """
+    xyxy = boxes.xyxy.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        xyxy[:, 0::2] = np.trunc(xyxy[:, 0::2] / float(width) * scale)
+        xyxy[:, 1::2] = np.trunc(xyxy[:, 1::2] / float(height) * scale)
+    keep = np.isfinite(xyxy).all(axis=1)
+    if not keep.any():
+        return None
+    if keep.all():
+        return Boxes(xyxy, boxes.labels)
+    return Boxes(xyxy[keep], tuple(label for label, k in zip(boxes.labels, keep, strict=True) if k))

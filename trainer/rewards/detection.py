@@ -1,0 +1,311 @@
+"""The ``detection`` verifier: detection and grounding answers scored by IoU matching and COCO mAP.
+
+Matches V-Triune's released reward server (``DetectionVerifier`` in ``reward_server/verify.py``),
+with best-pair IoU-first matching. For ε from the IoU schedule, P predictions and G ground
+truths::
+
+    penalty  = 0.6 ** |P − G|
+    accuracy = Σ_k r_k · penalty · S_k / Σ_k r_k
+               k ∈ {iou_max_label_first, iou_max_iou_first, map, map50, map75}
+
+where S_k is the weighted matching score at ε (see :mod:`trainer.rewards.matching`; the
+``average`` schedule averages it over :data:`AVERAGE_THRESHOLDS`) or the COCO AP, and r_k the
+``det_reward_ratio`` of the sample. Format: 1.0 iff the response holds ``\\n<answer>\\n``, exactly
+one ``\\n</answer>``, and at least one valid box.
+
+Reward keys (V-Triune's names with ``_reward`` appended), and the metric each one feeds:
+
+==========================================================  ==========================
+key                                                         metric
+==========================================================  ==========================
+size_penalty_reward                                         0.6 ** abs(P - G)
+pure_iou_score_max_label_reward, ..._max_iou_reward         S at ε (no penalty)
+weighted_iou_score_max_label_reward, ..._max_iou_reward     penalty · S at ε
+pure_map_score_reward, pure_map50_.., pure_map75_..         ``detection/map{,50,75}``
+weighted_map_score_reward, weighted_map50_.., ..75_..       penalty · mAP
+report_iou_{50,75,95,99}_label_match_pure_reward            ``detection/iou@{50,..}``
+report_iou_{50,75,95,99}_label_match_precision_reward       ``detection/precision@..``
+report_iou_{50,75,95,99}_label_match_recall_reward          ``detection/recall@..``
+report_iou_{50,95}_iou_match_{pure,precision,recall}_reward the same, IoU-first
+==========================================================  ==========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from trainer.rewards.boxes import Boxes, extract_boxes, normalize_boxes
+from trainer.rewards.coco_map import coco_map
+from trainer.rewards.errors import RewardModelError
+from trainer.rewards.matching import MatchScores, iou_first_sums, label_first_sums, match_scores, pairwise_iou
+from trainer.rewards.registry import ScoreContext, Verifier, ground_truth, ratio, register_verifier
+from trainer.rewards.schedule import AVERAGE_THRESHOLDS
+from trainer.rewards.tags import ANSWER_CLOSE, ANSWER_OPEN
+
+SIZE_PENALTY_BASE = 0.6
+GT_SCALE = 1000  # ground-truth boxes are integers on a 0–1000 relative scale
+# det_reward_ratio keys: the weighted components, in V-Triune's summation order, and w_c.
+WEIGHT_KEYS = ("iou_max_iou_first", "iou_max_label_first", "map", "map50", "map75")
+RATIO_KEYS = (*WEIGHT_KEYS, "iou_completeness")
+# det_reward_ratio when a sample has none: V-Triune's detection and grounding data.
+DEFAULT_DET_REWARD_RATIO: Mapping[str, float] = {"iou_max_label_first": 1.0, "iou_completeness": 0.3}
+REPORT_LABEL_FIRST = (0.5, 0.75, 0.95, 0.99)
+REPORT_IOU_FIRST = (0.5, 0.95)
+
+DETECTION_KEYS: tuple[str, ...] = (
+    "size_penalty_reward",
+    "pure_iou_score_max_iou_reward",
+    "pure_iou_score_max_label_reward",
+    "pure_map_score_reward",
+    "pure_map50_score_reward",
+    "pure_map75_score_reward",
+    "weighted_iou_score_max_iou_reward",
+    "weighted_iou_score_max_label_reward",
+    "weighted_map_score_reward",
+    "weighted_map50_score_reward",
+    "weighted_map75_score_reward",
+    *(
+        f"report_iou_{round(t * 100)}_iou_match_{part}_reward"
+        for t in REPORT_IOU_FIRST
+        for part in ("pure", "precision", "recall")
+    ),
+    *(
+        f"report_iou_{round(t * 100)}_label_match_{part}_reward"
+        for t in REPORT_LABEL_FIRST
+        for part in ("pure", "precision", "recall")
+    ),
+)
+
+# Reward key → per-source metric name of DESIGN.md §6 (the monitor logs these).
+DETECTION_METRIC_KEYS: Mapping[str, str] = {
+    **{
+        f"report_iou_{round(t * 100)}_label_match_{part}_reward": f"detection/{name}@{round(t * 100)}"
+        for t in REPORT_LABEL_FIRST
+        for part, name in (("pure", "iou"), ("precision", "precision"), ("recall", "recall"))
+    },
+    "pure_map_score_reward": "detection/map",
+    "pure_map50_score_reward": "detection/map50",
+    "pure_map75_score_reward": "detection/map75",
+}
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """A sample's ``verifier_parm`` for detection."""
+
+    normalized: bool  # predictions are pixels of the image the model saw, to map to 0–1000
+    ratios: Mapping[str, float]  # det_reward_ratio, every RATIO_KEYS key present
+
+
+def detection_params(reward_model: Mapping[str, Any], parm: Mapping[str, Any]) -> DetectionParams:
+    """Read and check ``verifier_parm`` (``det_verifier_normalized``, ``det_reward_ratio``)."""
+    normalized = parm.get("det_verifier_normalized")
+    if normalized is None:
+        normalized = False
+    if not isinstance(normalized, bool):
+        raise RewardModelError(
+            "reward_model.verifier_parm.det_verifier_normalized",
+            f"det_verifier_normalized must be true or false, got {normalized!r}",
+        )
+    given = parm.get("det_reward_ratio")
+    if given is None:
+        given = DEFAULT_DET_REWARD_RATIO
+    if not isinstance(given, Mapping):
+        raise RewardModelError(
+            "reward_model.verifier_parm.det_reward_ratio",
+            f"det_reward_ratio must be an object (dict), got {type(given).__name__}",
+        )
+    for key in given:
+        if key not in RATIO_KEYS:
+            raise RewardModelError(
+                f"reward_model.verifier_parm.det_reward_ratio.{key}",
+                f"unknown key {key!r} in det_reward_ratio; known keys: {', '.join(RATIO_KEYS)}",
+            )
+    # A key left out weighs 0, as in V-Triune.
+    ratios = {
+        key: ratio(given, key, 0.0, f"reward_model.verifier_parm.det_reward_ratio.{key}")
+        for key in RATIO_KEYS
+    }
+    if sum(ratios[key] for key in WEIGHT_KEYS) <= 0.0:
+        raise RewardModelError(
+            "reward_model.verifier_parm.det_reward_ratio",
+            f"det_reward_ratio must give a positive weight to at least one of {', '.join(WEIGHT_KEYS)}",
+        )
+    return DetectionParams(normalized, ratios)
+
+
+@lru_cache(maxsize=4096)
+def _ground_truth_boxes(text: str) -> Boxes | None:
+    return extract_boxes(text)
+
+
+def ground_truth_boxes(reward_model: Mapping[str, Any]) -> Boxes:
+    """The ground-truth boxes (parsed once per distinct ground truth and process)."""
+    boxes = _ground_truth_boxes(ground_truth(reward_model))
+    if boxes is None:
+        raise RewardModelError(
+            "reward_model.ground_truth",
+            "ground_truth must hold <answer>[{'bbox_2d': [x1, y1, x2, y2], 'label': '...'}, ...]</answer> "
+            "with at least one valid box",
+        )
+    return boxes
+
+
+def detection_format(response: str, boxes: Boxes | None) -> float:
+    """1.0 iff ``\\n<answer>\\n`` occurs, ``\\n</answer>`` occurs exactly once, and a valid box parses."""
+    if response.count(ANSWER_OPEN) and response.count(ANSWER_CLOSE) == 1 and boxes is not None:
+        return 1.0
+    return 0.0
+
+
+def _row(scores: MatchScores, row: int) -> MatchScores:
+    return MatchScores(
+        scores.thresholds,
+        scores.mean_iou[row],
+        scores.completeness[row],
+        scores.precision[row],
+        scores.recall[row],
+        scores.weighted[row],
+    )
+
+
+def _at(scores: MatchScores, index: Mapping[float, int], threshold: float | None) -> float:
+    if threshold is None:  # "average": mean over AVERAGE_THRESHOLDS, summed in order
+        return sum(float(scores.weighted[index[t]]) for t in AVERAGE_THRESHOLDS) / len(AVERAGE_THRESHOLDS)
+    return float(scores.weighted[index[threshold]])
+
+
+def detection_scores(
+    pred: Boxes, gt: Boxes, ratios: Mapping[str, float], threshold: float | None
+) -> dict[str, float]:
+    """``accuracy_reward`` and every :data:`DETECTION_KEYS` entry for boxes ``pred`` against ``gt``.
+
+    ``threshold`` is ε, or ``None`` for the average over :data:`AVERAGE_THRESHOLDS`.
+
+    >>> one = Boxes(np.array([[0.0, 0, 10, 10]]), ("dog",))
+    >>> two = Boxes(np.array([[0.0, 0, 10, 10], [20.0, 20, 30, 30]]), ("dog", "dog"))
+    >>> r = detection_scores(two, one, {"iou_max_label_first": 1.0, "iou_completeness": 0.3}, 0.85)
+    >>> round(r["accuracy_reward"], 4)  # 0.6 · (0.7 · 1/1 + 0.3 · (1 − (0 + 1/2)/2))
+    0.555
+    """
+    all_thresholds = sorted(set(AVERAGE_THRESHOLDS) | ({threshold} if threshold is not None else set()))
+    thresholds = np.array(all_thresholds)
+    index = {t: i for i, t in enumerate(all_thresholds)}
+    ratios = {key: float(ratios.get(key, 0.0)) for key in RATIO_KEYS}  # a key left out weighs 0
+    iou = pairwise_iou(pred.xyxy, gt.xyxy)  # (P, G)
+    label_id = {label: k for k, label in enumerate(dict.fromkeys(gt.labels))}
+    same_label = np.array([label_id.get(label, -1) for label in pred.labels])[:, None] == np.array(
+        [label_id[label] for label in gt.labels]
+    )  # (P, G)
+    # Both matchings at every threshold, then the score formulas on the stacked (2, T) arrays.
+    sums_label, counts_label = label_first_sums(iou, same_label, thresholds)
+    sums_iou, counts_iou = iou_first_sums(iou, same_label, thresholds)
+    both = match_scores(
+        thresholds,
+        np.stack([sums_label, sums_iou]),
+        np.stack([counts_label, counts_iou]),
+        len(pred),
+        len(gt),
+        ratios["iou_completeness"],
+    )
+    label_first, iou_first = _row(both, 0), _row(both, 1)
+    maps = coco_map(pred.xyxy, pred.labels, gt.xyxy, gt.labels, iou)
+
+    penalty = SIZE_PENALTY_BASE ** abs(len(pred) - len(gt))
+    pure = {
+        "iou_max_iou_first": _at(iou_first, index, threshold),
+        "iou_max_label_first": _at(label_first, index, threshold),
+        "map": maps.map,
+        "map50": maps.map50,
+        "map75": maps.map75,
+    }
+    weighted = {key: value * penalty for key, value in pure.items()}
+    norm = 0.0
+    for key in WEIGHT_KEYS:
+        norm += ratios[key]
+    total = 0.0
+    for key in WEIGHT_KEYS:
+        total += weighted[key] * ratios[key]
+    rewards = {
+        "accuracy_reward": total / norm if norm > 0 else 0.0,
+        "size_penalty_reward": penalty,
+        "pure_iou_score_max_iou_reward": pure["iou_max_iou_first"],
+        "pure_iou_score_max_label_reward": pure["iou_max_label_first"],
+        "pure_map_score_reward": pure["map"],
+        "pure_map50_score_reward": pure["map50"],
+        "pure_map75_score_reward": pure["map75"],
+        "weighted_iou_score_max_iou_reward": weighted["iou_max_iou_first"],
+        "weighted_iou_score_max_label_reward": weighted["iou_max_label_first"],
+        "weighted_map_score_reward": weighted["map"],
+        "weighted_map50_score_reward": weighted["map50"],
+        "weighted_map75_score_reward": weighted["map75"],
+    }
+    for name, scores, report in (
+        ("iou", iou_first, REPORT_IOU_FIRST),
+        ("label", label_first, REPORT_LABEL_FIRST),
+    ):
+        for t in report:
+            i = index[t]
+            prefix = f"report_iou_{round(t * 100)}_{name}_match"
+            rewards[f"{prefix}_pure_reward"] = float(scores.mean_iou[i])
+            rewards[f"{prefix}_precision_reward"] = float(scores.precision[i])
+            rewards[f"{prefix}_recall_reward"] = float(scores.recall[i])
+    return rewards
+
+
+@register_verifier("detection")
+class DetectionVerifier(Verifier):
+    """Detection and grounding: box lists in ``<answer>`` tags against the ground truth's.
+
+    >>> gt = "<answer>\\n[{'bbox_2d': [100, 100, 200, 200], 'label': 'dog'}]\\n</answer>"
+    >>> response = "<think>\\nlook\\n</think>\\n" + gt  # the ground truth itself as the answer
+    >>> r = DetectionVerifier().score(response, {"ground_truth": gt}, ScoreContext())
+    >>> r["accuracy_reward"], r["format_reward"]
+    (1.0, 1.0)
+    """
+
+    extra_keys = DETECTION_KEYS
+    parm_keys = frozenset({"det_verifier_normalized", "det_reward_ratio"})
+
+    def score(
+        self, response: str, reward_model: Mapping[str, Any], context: ScoreContext
+    ) -> dict[str, float]:
+        params = detection_params(reward_model, self.check_parm_keys(reward_model))
+        gt = ground_truth_boxes(reward_model)
+        pred = extract_boxes(response)
+        rewards = self.zero_rewards()
+        del rewards["final_reward"]
+        rewards["format_reward"] = detection_format(response, pred)
+        if pred is not None and params.normalized:
+            if context.image_size is None:
+                raise ValueError(
+                    "image_size (width, height) is required when det_verifier_normalized is true"
+                )
+            pred = normalize_boxes(pred, *context.image_size)
+        if pred is None:
+            return rewards
+        threshold = (
+            None
+            if context.schedule.average
+            else context.schedule.threshold(context.step, context.total_steps)
+        )
+        rewards.update(detection_scores(pred, gt, params.ratios, threshold))
+        return rewards
+
+    def validate(self, reward_model: Mapping[str, Any]) -> None:
+        detection_params(reward_model, self.check_parm_keys(reward_model))
+        boxes = ground_truth_boxes(reward_model)
+        outside = np.flatnonzero(((boxes.xyxy < 0) | (boxes.xyxy > GT_SCALE)).any(axis=1))
+        if outside.size:
+            k = int(outside[0])
+            coords = [int(c) if float(c).is_integer() else float(c) for c in boxes.xyxy[k]]
+            raise RewardModelError(
+                "reward_model.ground_truth",
+                f"ground-truth box {k} {coords} is off the 0–{GT_SCALE} scale: "
+                f"coordinates must be in [0, {GT_SCALE}]",
+            )
