@@ -210,6 +210,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     common_env()
     os.environ["TRIUNE_TESTING"] = "1"
+    # A name of its own per test session, so concurrent sessions on one server never collide.
+    tag = secrets.token_hex(3)
+    if not os.environ.get("DATABASE_URL") and port_open("127.0.0.1", 5432):
+        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/triune_{tag}"
+    os.environ.setdefault("TRIUNE_CHANNEL_PREFIX", f"triune-test-{tag}")
     services = Services()
     try:
         services.ensure(prefer_local=True)

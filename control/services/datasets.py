@@ -58,7 +58,8 @@ def uploads_dir() -> Path:
 
 
 def upload_path(upload: Upload) -> Path:
-    return uploads_dir() / str(upload.id)
+    """Where an upload's bytes accumulate; the (sanitised) file name is kept, since readers go by suffix."""
+    return uploads_dir() / f"{upload.id}-{upload.filename}"
 
 
 # ----------------------------------------------------------------------------------------- chunked uploads

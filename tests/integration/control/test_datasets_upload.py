@@ -1,0 +1,235 @@
+"""Dataset uploads through the REST API: multipart and chunked, validation, versioning, bad files."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from control.models import Dataset, DatasetVersion, DataSource
+from trainer.data.reader import write_jsonl, write_parquet
+from trainer.data.synth import generate_dataset, generate_rows
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def storage(settings, tmp_path):
+    root = tmp_path / "storage"
+    root.mkdir()
+    settings.STORAGE_URL = root.as_uri()
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(str(out), per_source=6, image_size=112, test_fraction=0.34)
+    return out
+
+
+def _files(directory: Path, suffix: str = ".parquet"):
+    return sorted(p for p in directory.iterdir() if p.name.endswith(suffix))
+
+
+def _post(client, project, paths, **fields):
+    handles = [open(p, "rb") for p in paths]
+    try:
+        return client.post(
+            "/api/v1/datasets/", {"project": project.pk, "name": "orsta", "files": handles, **fields}
+        )
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _staged_leftovers(storage: Path) -> list[Path]:
+    staging = storage / "staging"
+    return [p for p in staging.rglob("*")] if staging.exists() else []
+
+
+def test_orsta_layout_upload_creates_tagged_sources(client_for, user, project, corpus, storage):
+    client = client_for(user)
+    response = _post(client, project, _files(corpus))
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["created"] is True
+    assert body["version"]["number"] == 1
+    assert body["report"]["valid_rows"] == 48  # 8 sources x 6 samples
+    sources = {s.name: s for s in DataSource.objects.filter(project=project)}
+    assert len(sources) == 8
+    det = sources["synth_detection"]
+    assert (det.task_type, det.verifier, det.train_count, det.test_count) == ("detection", "detection", 4, 2)
+    assert sources["synth_math"].task_type == "math"
+    for split_files in det.files.values():
+        for uri in split_files:
+            assert Path(uri.removeprefix("file://")).exists()
+    assert _staged_leftovers(storage) == []
+
+    tagged = client.patch(f"/api/v1/data-sources/{det.pk}/", {"tags": ["perception", "boxes"]}, format="json")
+    assert tagged.status_code == 200
+    listed = client.get(f"/api/v1/data-sources/?project={project.pk}&tag=perception").json()
+    assert [s["name"] for s in listed["results"]] == ["synth_detection"]
+
+
+def test_same_bytes_again_return_the_existing_version(client_for, user, project, corpus):
+    client = client_for(user)
+    first = _post(client, project, _files(corpus))
+    again = _post(client, project, _files(corpus))
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["created"] is False
+    assert again.json()["version"]["id"] == first.json()["version"]["id"]
+    assert DatasetVersion.objects.count() == 1
+
+
+def test_chunked_upload_resumes_and_commits(client_for, user, project, corpus):
+    client = client_for(user)
+    path = _files(corpus)[0]
+    data = path.read_bytes()
+    created = client.post(
+        "/api/v1/uploads/", {"project": project.pk, "filename": path.name, "size": len(data)}, format="json"
+    )
+    assert created.status_code == 201
+    url = f"/api/v1/uploads/{created.json()['id']}/"
+    half = len(data) // 2
+
+    def put(start, end):
+        return client.put(
+            url,
+            data[start:end],
+            content_type="application/octet-stream",
+            HTTP_CONTENT_RANGE=f"bytes {start}-{end - 1}/{len(data)}",
+        )
+
+    assert put(0, half).json()["received"] == half
+    # A chunk that skips ahead is refused with the offset to resume from.
+    skipped = put(half + 10, len(data))
+    assert skipped.status_code == 409
+    assert f"resume from byte {half}" in skipped.json()["message"]
+    assert client.get(url).json()["received"] == half
+    assert put(half, len(data)).json()["status"] == "complete"
+
+    committed = client.post(
+        "/api/v1/datasets/",
+        {"project": project.pk, "name": "chunked", "uploads": [created.json()["id"]]},
+        format="json",
+    )
+    assert committed.status_code == 201, committed.json()
+    assert committed.json()["report"]["valid_rows"] > 0
+
+
+def test_jsonl_with_image_archive(client_for, user, project, tmp_path):
+    rows = list(generate_rows("counting", 0, 4, image_size=112))
+    write_jsonl(rows, str(tmp_path / "train_counting_my_count_4.jsonl"), images_dir=str(tmp_path))
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for png in (tmp_path / "images").rglob("*.png"):
+            zf.write(png, png.relative_to(tmp_path).as_posix())
+    response = _post(client_for(user), project, [tmp_path / "train_counting_my_count_4.jsonl", archive])
+    assert response.status_code == 201, response.json()
+    source = DataSource.objects.get(project=project)
+    assert (source.name, source.task_type, source.train_count) == ("synth_counting", "counting", 4)
+
+
+def _bad_row():
+    row = next(generate_rows("math", 0, 1, image_size=112))
+    row["reward_model"] = {**row["reward_model"], "format_ratio": 1.5}
+    return row
+
+
+def test_invalid_rows_reject_the_whole_upload_by_default(client_for, user, project, tmp_path, storage):
+    rows = [*generate_rows("math", 1, 4, image_size=112), _bad_row()]
+    path = tmp_path / "mixed.parquet"
+    write_parquet(rows, str(path))
+    response = _post(client_for(user), project, [path])
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid_samples"
+    assert body["message"].startswith(
+        "1 of 4 samples are invalid (first: mixed.parquet row 4, reward_model.format_ratio"
+    )
+    assert body["extra"]["rows"][0]["row"] == 4
+    assert Dataset.objects.filter(versions__isnull=False).count() == 0
+    assert DatasetVersion.objects.count() == 0
+    assert not (storage / "datasets").exists() or not any((storage / "datasets").rglob("*.parquet"))
+    assert _staged_leftovers(storage) == []
+
+
+def test_keep_valid_policy_keeps_the_valid_rows(client_for, user, project, tmp_path):
+    rows = [*generate_rows("math", 1, 4, image_size=112), _bad_row()]
+    path = tmp_path / "mixed.parquet"
+    write_parquet(rows, str(path))
+    response = _post(client_for(user), project, [path], policy="keep_valid")
+    assert response.status_code == 201
+    report = response.json()["report"]
+    assert (report["valid_rows"], report["invalid_rows"]) == (3, 1)
+    assert (
+        DataSource.objects.get(project=project).train_count
+        + DataSource.objects.get(project=project).test_count
+        == 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("data.parquet", b"PAR1 this is not parquet", "data.parquet: not a readable parquet file"),
+        ("data.jsonl", b'{"data_source": "x"\n', "data.jsonl"),
+        ("notes.txt", b"hello", "notes.txt: unsupported file type"),
+        ("empty.jsonl", b"", "files: 0: The submitted file is empty."),
+        ("blank.jsonl", b"\n\n", "the files hold no sample"),
+    ],
+)
+def test_unreadable_files_are_refused_cleanly(
+    client_for, user, project, tmp_path, storage, name, content, message
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+    response = _post(client_for(user), project, [path])
+    assert response.status_code == 400, response.json()
+    assert response.json()["message"].startswith(message)
+    assert DatasetVersion.objects.count() == 0
+    assert _staged_leftovers(storage) == []
+
+
+def test_truncated_parquet_is_refused(client_for, user, project, corpus, tmp_path):
+    data = _files(corpus)[0].read_bytes()
+    path = tmp_path / "train_math_synth_math_4.parquet"
+    path.write_bytes(data[: len(data) // 2])
+    response = _post(client_for(user), project, [path])
+    assert response.status_code == 400
+    assert "not a readable parquet file" in response.json()["message"]
+
+
+def test_archive_with_traversal_path_is_refused(client_for, user, project, tmp_path):
+    rows = list(generate_rows("counting", 0, 1, image_size=112))
+    rows[0]["images"] = ["../../etc/passwd"]
+    path = tmp_path / "evil.jsonl"
+    path.write_text(__import__("json").dumps({**rows[0]}, default=str) + "\n")
+    archive = tmp_path / "images.zip"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("../../etc/passwd", b"root:x:0:0")
+    archive.write_bytes(buffer.getvalue())
+    response = _post(client_for(user), project, [path, archive])
+    assert response.status_code == 400
+    assert "must stay inside" in response.json()["extra"]["rows"][0]["message"]
+
+
+def test_upload_needs_write_access_and_membership(client_for, user, other_user, project, corpus):
+    outsider = _post(client_for(other_user), project, _files(corpus)[:1])
+    assert outsider.status_code == 404
+    none = client_for(user).post("/api/v1/datasets/", {"project": project.pk, "name": "x"})
+    assert none.status_code == 400
+    assert "send either files" in none.json()["message"]
+
+
+def test_oversized_upload_is_refused(client_for, user, project, settings):
+    settings.TRIUNE_MAX_UPLOAD_BYTES = 1000
+    response = client_for(user).post(
+        "/api/v1/uploads/", {"project": project.pk, "filename": "big.parquet", "size": 1001}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == "big.parquet is 1001 bytes; the limit is 1000 bytes"
