@@ -1,0 +1,282 @@
+"""One policy update from one rollout batch (GRPO with the PPO clipped loss).
+
+The update reads top to bottom:
+
+1. old log-probs (and reference log-probs when a KL term is on) are recomputed by
+   the policy itself, before any parameter moves — never taken from the rollout
+   engine, whose numerics (kernels, precision, sampling-time processing) differ;
+2. for each of ``ppo_epochs`` passes, the batch is split into mini-batches: one
+   mini-batch = one optimizer step. A single mini-batch covering the whole batch is
+   on-policy GRPO; several make the later steps off-policy, which the clipped
+   ratio accounts for;
+3. each mini-batch runs as micro-batches with gradient accumulation; the loss of a
+   micro-batch is weighted by its share of the mini-batch's valid tokens, so the
+   accumulated gradient is exactly that of the token-mean over the mini-batch
+   (DAPO, arXiv 2503.14476);
+4. gradients are clipped to ``max_grad_norm``; a non-finite loss or gradient norm
+   skips the optimizer step (gradients dropped) and is counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainer.algo.logprobs import DEFAULT_CHUNK_TOKENS, token_logprobs
+from trainer.algo.losses import KL_ESTIMATORS, kl_penalty, policy_loss
+from trainer.models.freeze import layer_of
+from trainer.rollout.batch import collate
+from trainer.rollout.types import Rollout
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Hyper-parameters of :func:`update_policy`."""
+
+    # Sequences per optimizer step; None = the whole rollout batch (on-policy, one step per epoch).
+    mini_batch_size: int | None = None
+    # Sequences per forward/backward; gradients accumulate over the micro-batches of a mini-batch.
+    micro_batch_size: int = 8
+    # Passes over the rollout batch (PPO epochs); > 1 reuses samples off-policy.
+    ppo_epochs: int = 1
+    # Clip range below 1 of the ratio (PPO, arXiv 1707.06347).
+    clip_low: float = 0.2
+    # Clip range above 1, larger than clip_low: "clip-higher" (DAPO, arXiv 2503.14476).
+    clip_high: float = 0.28
+    # Dual-clip bound c for negative advantages (arXiv 1912.09729; 3.0 there); None = off.
+    dual_clip_c: float | None = None
+    # Weight of the KL penalty to the frozen reference; 0 = off (V-Triune trains without it).
+    kl_coef: float = 0.0
+    # KL estimator: "k1", "mse" or "k3" (see trainer.algo.losses.kl_penalty).
+    kl_kind: str = "k3"
+    # Weight of the entropy bonus (subtracted from the loss); 0 = off.
+    entropy_coef: float = 0.0
+    # Global gradient-norm clip.
+    max_grad_norm: float = 1.0
+    # Sampling temperature of the rollout; log-probs are computed at the same temperature.
+    temperature: float = 1.0
+    # Response positions per LM-head chunk in the log-prob forward.
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    # Shuffle the batch before splitting it into mini-batches (only matters with several).
+    shuffle: bool = True
+    # Seed of that shuffle.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1 or None, got {self.mini_batch_size}")
+        if self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if not 0 <= self.clip_low < 1:
+            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
+        if self.clip_high < 0:
+            raise ValueError(f"clip_high must be >= 0, got {self.clip_high}")
+        if self.dual_clip_c is not None and not self.dual_clip_c > 1:
+            raise ValueError(f"dual_clip_c must be > 1 or None, got {self.dual_clip_c}")
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            raise ValueError(
+                f"kl_coef and entropy_coef must be >= 0, got {self.kl_coef}, {self.entropy_coef}"
+            )
+        if self.kl_kind not in KL_ESTIMATORS:
+            raise ValueError(f"unknown kl_kind {self.kl_kind!r}; known: {', '.join(sorted(KL_ESTIMATORS))}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters())
+    return param.device, param.dtype
+
+
+def _chunks(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[start : start + size]) for start in range(0, len(indices), size)]
+
+
+def _pad_rows(rows: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
+    out = torch.zeros((len(rows), width), dtype=torch.float32, device=device)
+    for row, values in enumerate(rows):
+        out[row, : values.shape[0]] = values
+    return out
+
+
+@torch.no_grad()
+def recompute_logprobs(
+    model: nn.Module,
+    rollouts: Sequence[Rollout],
+    *,
+    pad_token_id: int,
+    micro_batch_size: int,
+    temperature: float = 1.0,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> list[torch.Tensor]:
+    """Per-rollout log-probs of the responses under ``model`` (no gradient), each (R_i,) float32."""
+    device, dtype = _device_and_dtype(model)
+    was_training = model.training
+    model.eval()
+    result: list[torch.Tensor] = []
+    try:
+        for chunk in _chunks(range(len(rollouts)), micro_batch_size):
+            batch = collate([rollouts[i] for i in chunk], pad_token_id=pad_token_id).to(device, dtype)
+            logp, _ = token_logprobs(
+                model,
+                batch.model_inputs(),
+                batch.response_mask,
+                temperature=temperature,
+                chunk_tokens=chunk_tokens,
+            )
+            result += [logp[row, : rollouts[i].response_length].float() for row, i in enumerate(chunk)]
+    finally:
+        model.train(was_training)
+    return result
+
+
+def _layer_grad_norms(model: nn.Module) -> dict[str, float]:
+    """``{"grad_norm/<layer>": ‖grad‖₂}`` over the parameters of each layer bucket (see layer_of)."""
+    squares: dict[str, float] = defaultdict(float)
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            squares[layer_of(name)] += float(param.grad.detach().float().square().sum())
+    return {f"grad_norm/{layer}": math.sqrt(value) for layer, value in squares.items()}
+
+
+def _current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The LR of the "llm" group when groups are named (trainer.models.param_groups), else of the first."""
+    for group in optimizer.param_groups:
+        if group.get("name") == "llm":
+            return float(group["lr"])
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def update_policy(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rollouts: Sequence[Rollout],
+    advantages: torch.Tensor,
+    *,
+    pad_token_id: int,
+    config: UpdateConfig | None = None,
+    ref_model: nn.Module | None = None,
+) -> dict[str, float]:
+    """Update ``model`` on one rollout batch; return the step's metrics.
+
+    ``advantages`` (N,) holds one value per rollout (GRPO: the same for every
+    token of a response). ``ref_model`` is needed iff ``config.kl_coef > 0``.
+    The LR scheduler is not stepped here (see trainer.algo.schedule).
+
+    Metrics: ``actor/pg_loss``, ``actor/clipfrac``, ``actor/clipfrac_lower``,
+    ``actor/entropy`` and ``actor/ppo_kl`` (mean of old − new log-prob, the drift
+    of the policy during the update) are token-weighted means over every
+    micro-batch; ``actor/kl`` (to the reference, only with ``ref_model``) likewise;
+    ``actor/grad_norm`` (before clipping) and ``grad_norm/<vision|language>.<layer>``
+    are means over the optimizer steps taken (absent when every step was skipped);
+    ``actor/lr`` is the LR used; ``actor/optimizer_steps`` and
+    ``actor/skipped_steps`` count steps taken and skipped (non-finite loss or
+    gradient norm).
+    """
+    config = config or UpdateConfig()
+    if len(rollouts) == 0:
+        raise ValueError("no rollouts to update on")
+    if not isinstance(advantages, torch.Tensor) or tuple(advantages.shape) != (len(rollouts),):
+        shape = tuple(advantages.shape) if isinstance(advantages, torch.Tensor) else type(advantages).__name__
+        raise ValueError(f"advantages must be a tensor of shape ({len(rollouts)},), got {shape}")
+    if not bool(torch.isfinite(advantages).all()):
+        raise ValueError("advantages must be finite")
+    if config.kl_coef > 0 and ref_model is None:
+        raise ValueError("kl_coef > 0 needs a ref_model")
+
+    device, dtype = _device_and_dtype(model)
+    recompute = {"pad_token_id": pad_token_id, "micro_batch_size": config.micro_batch_size}
+    recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
+    old_logps = recompute_logprobs(model, rollouts, **recompute)
+    ref_logps = recompute_logprobs(ref_model, rollouts, **recompute) if ref_model is not None else None
+
+    sums: dict[str, float] = defaultdict(float)  # token-weighted metric sums
+    step_sums: dict[str, float] = defaultdict(float)  # per-optimizer-step metric sums
+    tokens_seen = 0.0
+    steps = skipped = 0
+    lr = _current_lr(optimizer)
+    generator = torch.Generator().manual_seed(config.seed)
+    mini_size = config.mini_batch_size or len(rollouts)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    was_training = model.training
+    model.train()
+    try:
+        for _ in range(config.ppo_epochs):
+            several = mini_size < len(rollouts)
+            if config.shuffle and several:
+                order = torch.randperm(len(rollouts), generator=generator).tolist()
+            else:
+                order = list(range(len(rollouts)))
+            for mini in _chunks(order, mini_size):
+                mini_tokens = float(sum(rollouts[i].response_length for i in mini))
+                optimizer.zero_grad(set_to_none=True)
+                finite = True
+                for micro in _chunks(mini, config.micro_batch_size):
+                    batch = collate([rollouts[i] for i in micro], pad_token_id=pad_token_id).to(device, dtype)
+                    mask = batch.response_mask
+                    width = mask.shape[1]
+                    old = _pad_rows([old_logps[i] for i in micro], width, device)
+                    logp, entropy = token_logprobs(
+                        model,
+                        batch.model_inputs(),
+                        mask,
+                        temperature=config.temperature,
+                        chunk_tokens=config.chunk_tokens,
+                    )
+                    micro_adv = advantages[micro].to(device=device, dtype=torch.float32)
+                    pg_loss, pg_metrics = policy_loss(
+                        logp, old, micro_adv, mask, config.clip_low, config.clip_high, config.dual_clip_c
+                    )
+                    micro_tokens = float(mask.sum())
+                    entropy_mean = (entropy * mask).sum() / micro_tokens
+                    loss = pg_loss
+                    if config.entropy_coef > 0:
+                        loss = loss - config.entropy_coef * entropy_mean
+                    if ref_logps is not None:
+                        ref = _pad_rows([ref_logps[i] for i in micro], width, device)
+                        kl = (kl_penalty(logp, ref, config.kl_kind) * mask).sum() / micro_tokens
+                        loss = loss + config.kl_coef * kl
+                    if not bool(torch.isfinite(loss)):
+                        finite = False
+                        break
+                    (loss * (micro_tokens / mini_tokens)).backward()
+                    if ref_logps is not None:
+                        sums["actor/kl"] += float(kl.detach()) * micro_tokens
+                    for key, value in pg_metrics.items():
+                        sums[key] += value * micro_tokens
+                    sums["actor/entropy"] += float(entropy_mean.detach()) * micro_tokens
+                    sums["actor/ppo_kl"] += float(((old - logp.detach()) * mask).sum())
+                    tokens_seen += micro_tokens
+                if finite:
+                    layer_norms = _layer_grad_norms(model)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                    finite = math.isfinite(grad_norm)
+                if not finite:
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    continue
+                lr = _current_lr(optimizer)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+                step_sums["actor/grad_norm"] += grad_norm
+                for key, value in layer_norms.items():
+                    step_sums[key] += value
+    finally:
+        model.train(was_training)
+
+    metrics: dict[str, float] = {key: value / tokens_seen for key, value in sums.items() if tokens_seen > 0}
+    metrics |= {key: value / steps for key, value in step_sums.items() if steps > 0}
+    metrics["actor/lr"] = lr
+    metrics["actor/optimizer_steps"] = float(steps)
+    metrics["actor/skipped_steps"] = float(skipped)
+    return metrics

@@ -1,0 +1,28 @@
+"""Rollout: sampling responses from the policy.
+
+:class:`RolloutBackend` is the interface, :func:`build_backend` builds one by
+name ("hf" here; a GPU engine registers itself the same way), and
+:func:`collate` turns rollouts into a padded batch for the log-prob forward.
+"""
+
+from trainer.rollout.batch import RolloutBatch, collate
+from trainer.rollout.hf import HFRolloutBackend
+from trainer.rollout.prompts import encode_prompt, replace_tokens, to_chat_items
+from trainer.rollout.registry import RolloutBackend, backend_names, build_backend, register_backend
+from trainer.rollout.types import PromptInputs, Rollout, RolloutPrompt
+
+__all__ = [
+    "HFRolloutBackend",
+    "PromptInputs",
+    "Rollout",
+    "RolloutBackend",
+    "RolloutBatch",
+    "RolloutPrompt",
+    "backend_names",
+    "build_backend",
+    "collate",
+    "encode_prompt",
+    "register_backend",
+    "replace_tokens",
+    "to_chat_items",
+]

@@ -1,0 +1,60 @@
+"""The rollout backend interface and the registry of backends by name.
+
+A backend turns prompts into :class:`~trainer.rollout.types.Rollout` objects. The
+interface is one method so that a GPU engine (vLLM) can slot in next to the
+Hugging Face one; the update never depends on which engine sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from trainer.rollout.types import Rollout, RolloutPrompt
+
+
+@runtime_checkable
+class RolloutBackend(Protocol):
+    """Samples ``n`` responses per prompt."""
+
+    def generate(
+        self,
+        prompts: Sequence[RolloutPrompt],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> list[Rollout]:
+        """Return ``len(prompts) * n`` rollouts, prompt-major: index ``i * n + j`` is sample j of prompt i."""
+        ...
+
+
+B = TypeVar("B", bound=Callable[..., RolloutBackend])
+
+_BACKENDS: dict[str, Callable[..., RolloutBackend]] = {}
+
+
+def register_backend(name: str) -> Callable[[B], B]:
+    """Class decorator registering a backend factory under ``name``; a name registers once."""
+
+    def decorator(factory: B) -> B:
+        if name in _BACKENDS:
+            raise ValueError(f"rollout backend {name!r} is already registered")
+        _BACKENDS[name] = factory
+        return factory
+
+    return decorator
+
+
+def backend_names() -> list[str]:
+    """Registered backend names, sorted."""
+    return sorted(_BACKENDS)
+
+
+def build_backend(name: str, **kwargs: Any) -> RolloutBackend:
+    """Build the backend registered as ``name`` with its constructor's keyword arguments."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown rollout backend {name!r}; known: {', '.join(backend_names())}")
+    return _BACKENDS[name](**kwargs)
