@@ -4,6 +4,7 @@ import re
 import shutil
 
 from django.conf import settings
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -20,6 +21,7 @@ from control.services.datasets import (
     StagedFile,
     UploadRejected,
     dataset_version_create,
+    error_report_path,
     stage_uploaded_file,
     staging_tempdir,
     upload_append,
@@ -217,3 +219,24 @@ class DatasetCreateApi(ProjectApi):
 
 class DatasetListCreateApi(DatasetListApi, DatasetCreateApi):
     """``GET`` lists datasets, ``POST`` uploads a new version."""
+
+
+class UploadReportCsvApi(ProjectApi):
+    """The full list of row errors of an upload, as CSV (file, row, field, message)."""
+
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    def get(self, request, project_id: int, report_id: str):
+        project = project_get_for_user(user=request.user, project_id=project_id)
+        if not re.fullmatch(r"[0-9a-f]{32}", report_id):
+            raise NotFound(f"no error report {report_id[:40]!r}")
+        path = error_report_path(project.pk, report_id)
+        if not path.exists():
+            raise NotFound(f"no error report {report_id} in project {project.pk}")
+        response = FileResponse(
+            open(path, "rb"),
+            content_type="text/csv",
+            as_attachment=True,
+            filename=f"upload-errors-{report_id[:8]}.csv",
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -8,6 +8,11 @@ urlpatterns = [
     path("projects/", projects.ProjectListCreateApi.as_view(), name="projects"),
     path("projects/<int:project_id>/", projects.ProjectDetailApi.as_view(), name="project"),
     path("projects/<int:project_id>/members/", projects.ProjectMembersApi.as_view(), name="project-members"),
+    path(
+        "projects/<int:project_id>/upload-reports/<str:report_id>/",
+        uploads.UploadReportCsvApi.as_view(),
+        name="upload-report",
+    ),
     path("datasets/", uploads.DatasetListCreateApi.as_view(), name="datasets"),
     path("uploads/", uploads.UploadListCreateApi.as_view(), name="uploads"),
     path("uploads/<uuid:upload_id>/", uploads.UploadDetailApi.as_view(), name="upload"),

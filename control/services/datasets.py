@@ -193,6 +193,8 @@ def dataset_version_create(
         report = result.report()
         report["policy"] = policy
         report["files"] = names
+        if result.error_count:
+            report["errors_csv"] = keep_error_report(project, staging / "errors.csv")
         if result.error_count and (policy == "reject" or result.valid_rows == 0):
             first = result.errors[0]
             raise UploadRejected(
@@ -246,6 +248,19 @@ def dataset_version_create(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def error_report_path(project_id: int, report_id: str) -> Path:
+    return data_root() / "reports" / str(project_id) / f"{report_id}.csv"
+
+
+def keep_error_report(project: Project, csv_path: Path) -> str:
+    """Keep the full error list of an upload (accepted or refused) as a CSV; returns its id."""
+    report_id = uuid.uuid4().hex
+    target = error_report_path(project.pk, report_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(csv_path), target)
+    return report_id
 
 
 def stage_uploaded_file(uploaded, directory: Path) -> StagedFile:

@@ -151,6 +151,12 @@ def test_invalid_rows_reject_the_whole_upload_by_default(client_for, user, proje
         "1 of 4 samples are invalid (first: mixed.parquet row 4, reward_model.format_ratio"
     )
     assert body["extra"]["rows"][0]["row"] == 4
+    csv_url = f"/api/v1/projects/{project.pk}/upload-reports/{body['extra']['report']['errors_csv']}/"
+    csv_response = client_for(user).get(csv_url)
+    assert csv_response.status_code == 200
+    lines = b"".join(csv_response.streaming_content).decode().splitlines()
+    assert lines[0] == "file,row,field,message"
+    assert lines[1].startswith("mixed.parquet,4,reward_model.format_ratio,")
     assert Dataset.objects.filter(versions__isnull=False).count() == 0
     assert DatasetVersion.objects.count() == 0
     assert not (storage / "datasets").exists() or not any((storage / "datasets").rglob("*.parquet"))
