@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webui import views
+from webui import data_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,5 +10,10 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("projects/new/", views.project_new, name="project-new"),
     path("projects/<int:project_id>/", views.project_detail, name="project"),
+    path("projects/<int:project_id>/datasets/", data_views.datasets_page, name="datasets"),
+    path("projects/<int:project_id>/datasets/upload/", data_views.dataset_upload_page, name="dataset-upload"),
+    path("projects/<int:project_id>/sources/", data_views.sources_page, name="sources"),
+    path("sources/<int:source_id>/", data_views.source_page, name="source"),
+    path("sources/<int:source_id>/edit/", data_views.source_edit, name="source-edit"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
 ]

@@ -34,6 +34,10 @@ class ProjectApi(APIView):
         super().initial(request, *args, **kwargs)
         if isinstance(request.auth, ApiToken) and request.auth.is_run_scoped and not self.allow_run_token:
             raise PermissionDenied("a run-scoped token may only write metrics of its own run")
+        # PostgreSQL text cannot hold NUL: a filter holding one would fail in the database.
+        for name, values in request.query_params.lists():
+            if any("\x00" in value for value in values):
+                raise ValidationError({name[:100]: ["must not contain NUL characters"]})
 
 
 def query_int(request, name: str) -> int | None:

@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from control.errors import DomainError
@@ -13,7 +14,12 @@ from control.errors import DomainError
 
 def _flatten(detail) -> list[str]:
     if isinstance(detail, dict):
-        return [f"{k}: {m}" for k, v in detail.items() for m in _flatten(v)]
+        # "non_field_errors: " names no field: the message reads better without it.
+        return [
+            m if k == api_settings.NON_FIELD_ERRORS_KEY else f"{k}: {m}"
+            for k, v in detail.items()
+            for m in _flatten(v)
+        ]
     if isinstance(detail, list):
         return [m for item in detail for m in _flatten(item)]
     return [str(detail)]

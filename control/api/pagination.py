@@ -11,14 +11,19 @@ class PagePagination(PageNumberPagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         raw = request.query_params.get(self.page_query_param, "1")
-        if not raw.isdigit() or int(raw) < 1:
+        # isdigit() alone admits "²" and other digits int() refuses, and int() refuses over 4300 digits:
+        # check the text, never convert a number that is not one.
+        if not (raw.isascii() and raw.isdigit()) or not raw.strip("0"):
             raise NotFound(f"page must be a positive integer, got {raw[:50]!r}")
         size = request.query_params.get(self.page_size_query_param)
-        if size is not None and (not size.isdigit() or not 1 <= int(size) <= self.max_page_size):
+        if size is not None and (
+            not (size.isascii() and size.isdigit() and len(size) <= 6)
+            or not 1 <= int(size) <= self.max_page_size
+        ):
             raise NotFound(f"page_size must be an integer from 1 to {self.max_page_size}, got {size[:50]!r}")
         try:
             return super().paginate_queryset(queryset, request, view)
         except NotFound as exc:
             count = queryset.count()
             pages = max(1, -(-count // self.get_page_size(request)))
-            raise NotFound(f"page {raw} is out of range: there are {pages} page(s)") from exc
+            raise NotFound(f"page {raw[:50]} is out of range: there are {pages} page(s)") from exc

@@ -66,9 +66,36 @@ class RunInput(StrictSerializer):
     def validate_config(self, value: dict) -> dict:
         import json
 
+        problem = _jsonb_problem(value)
+        if problem:
+            raise ValidationError(f"config {problem}")
         if len(json.dumps(value)) > 64_000:
             raise ValidationError("config is larger than 64 kB")
         return value
+
+
+CONFIG_MAX_DEPTH = 32
+
+
+def _jsonb_problem(value: object) -> str | None:
+    """What PostgreSQL's jsonb would refuse (a NUL or a lone surrogate), or a nesting too deep to encode."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > CONFIG_MAX_DEPTH:
+                return f"is nested deeper than {CONFIG_MAX_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters (\\u0000)"
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "must not contain lone surrogates (\\ud800-\\udfff)"
+    return None
 
 
 class MetricPointInput(StrictSerializer):

@@ -52,8 +52,17 @@ def browser():
 
 
 @pytest.fixture
-def live_server_url(transactional_db):
-    """daphne serving control.asgi against the test database, on a free port."""
+def storage_dir(settings, tmp_path) -> Path:
+    """Dataset storage in a temporary directory, shared by the test process and its live server."""
+    root = tmp_path / "storage"
+    root.mkdir()
+    settings.STORAGE_URL = root.as_uri()
+    return root
+
+
+@pytest.fixture
+def live_server_url(transactional_db, storage_dir):
+    """daphne serving control.asgi against the test database and ``storage_dir``, on a free port."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
@@ -66,6 +75,7 @@ def live_server_url(transactional_db):
     env["SESSION_COOKIE_SECURE"] = "0"
     env["CSRF_COOKIE_SECURE"] = "0"
     env["DEBUG"] = "0"
+    env["STORAGE_URL"] = storage_dir.as_uri()
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "control.asgi:application"],
         cwd=ROOT,
