@@ -139,7 +139,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 # STATIC_ROOT exists only after collectstatic; finders serve the files until then.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 
 def _plotly_static_dir() -> str:
