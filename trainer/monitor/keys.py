@@ -126,10 +126,24 @@ METRIC_DOCS: dict[str, MetricDoc] = {
     "actor/clipfrac_lower": MetricDoc(
         "global", "Fraction of response tokens where the dual-clip bound (algo.dual_clip_c) was active."
     ),
-    "actor/kl": MetricDoc("global", "KL to the reference policy (algo.kl.kind), token mean."),
+    "actor/kl": MetricDoc(
+        "global", "KL to the reference policy (algo.kl.kind), token mean; absent when algo.kl.kind is null."
+    ),
     "actor/entropy": MetricDoc("global", "Mean per-token entropy of the policy on the responses."),
     "actor/grad_norm": MetricDoc("global", "Global gradient norm before clipping."),
     "actor/lr": MetricDoc("global", "Learning rate of the language model at this step."),
+    "actor/ppo_kl": MetricDoc(
+        "global",
+        "Mean of old − new log-prob over the response tokens: how far the policy drifted during the "
+        "update (about 0 when the step makes one optimizer step, as on-policy GRPO does).",
+    ),
+    "actor/optimizer_steps": MetricDoc("global", "Optimizer steps taken in this training step."),
+    "actor/skipped_steps": MetricDoc(
+        "global",
+        "Optimizer steps skipped in this training step because the loss or the gradient norm was NaN "
+        "or infinite (their gradients are dropped); algo.max_nan_steps training steps in a row with a "
+        "skip stop the run.",
+    ),
     "grad_norm/<layer>": MetricDoc(
         "global",
         "Gradient norm of one layer: vision.<i>, language.<i>, vision.<part>, connector.merger, "

@@ -7,6 +7,7 @@ answers each task with ``(task_id, rewards, error)`` as soon as it is scored.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 from multiprocessing.connection import Connection
@@ -51,11 +52,13 @@ def _warm_up() -> None:
     score_request(RewardRequest("\\boxed{1}", {"verifier": "mathverify", "ground_truth": "\\boxed{1}"}))
 
 
-def worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
-    """Serve chunks from ``conn`` until it closes or sends ``None``."""
+def worker_main(conn: Connection, memory_limit_mb: int | None, imports: tuple[str, ...] = ()) -> None:
+    """Serve chunks from ``conn`` until it closes or sends ``None``; ``imports`` are imported first."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
+    for module in imports:
+        importlib.import_module(module)
     _warm_up()
     limit_memory(memory_limit_mb)
     conn.send(("ready", os.getpid()))

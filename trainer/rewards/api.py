@@ -107,9 +107,10 @@ def compute_reward(
     rewards["final_reward"] = combine(
         rewards["accuracy_reward"], rewards["format_reward"], accuracy_ratio, format_ratio
     )
-    bad = [key for key, value in rewards.items() if not math.isfinite(value)]
-    if bad:
-        raise ValueError(f"verifier {verifier.name!r} returned non-finite rewards: {', '.join(bad)}")
+    if not math.isfinite(sum(rewards.values())):  # a NaN or an infinity somewhere (or a huge value)
+        bad = [key for key, value in rewards.items() if not math.isfinite(value)]
+        if bad:
+            raise ValueError(f"verifier {verifier.name!r} returned non-finite rewards: {', '.join(bad)}")
     return {key: rewards[key] for key in verifier.reward_keys()}
 
 

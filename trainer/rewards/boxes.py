@@ -19,14 +19,20 @@ from trainer.rewards.tags import answer_content
 # A response's answer longer than this is not parsed (a longer one is not a box list a model
 # would write; json.loads of it would cost memory for nothing).
 MAX_ANSWER_CHARS = 4_000_000
+_EXACT = float(2**24)
 
 
 @dataclass(frozen=True)
 class Boxes:
-    """Valid boxes of one answer, in order: ``xyxy`` (N, 4) float64 and ``labels`` (N,)."""
+    """Valid boxes of one answer, in order: ``xyxy`` (N, 4) float64 and ``labels`` (N,).
+
+    ``integral``: every coordinate is an integer below 2^24 in magnitude, so that box areas and
+    intersections are exact in float64 (then every IoU formula gives the same bits).
+    """
 
     xyxy: np.ndarray
     labels: tuple[str, ...]
+    integral: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -35,6 +41,9 @@ class Boxes:
 def _coords(value: object) -> tuple[float, float, float, float] | None:
     if not isinstance(value, list) or len(value) != 4:
         return None
+    if all(type(c) is int and -_EXACT < c < _EXACT for c in value):  # the usual answer: small ints
+        x1, y1, x2, y2 = (float(c) for c in value)
+        return (x1, y1, x2, y2) if x1 <= x2 and y1 <= y2 else None
     coords = []
     for coord in value:
         # bool is an int in Python, and V-Triune's check (isinstance(c, (int, float))) accepts it.
@@ -66,7 +75,7 @@ def parse_box_list(text: str) -> Boxes | None:
     those of an earlier kept box.
 
     >>> parse_box_list("[{'bbox_2d': [1, 2, 3, 4], 'label': 'dog'}, {'bbox_2d': [1, 2, 3], 'label': 'x'}]")
-    Boxes(xyxy=array([[1., 2., 3., 4.]]), labels=('dog',))
+    Boxes(xyxy=array([[1., 2., 3., 4.]]), labels=('dog',), integral=True)
     """
     if not text or not text.strip() or len(text) > MAX_ANSWER_CHARS:
         return None
@@ -95,7 +104,9 @@ def parse_box_list(text: str) -> Boxes | None:
         labels.append(label)
     if not coords:
         return None
-    return Boxes(np.array(coords, dtype=np.float64).reshape(-1, 4), tuple(labels))
+    xyxy = np.array(coords, dtype=np.float64).reshape(-1, 4)
+    integral = bool((np.abs(xyxy) < _EXACT).all() and (xyxy == np.floor(xyxy)).all())
+    return Boxes(xyxy, tuple(labels), integral)
 
 
 def extract_boxes(text: str) -> Boxes | None:
@@ -123,6 +134,8 @@ def normalize_boxes(boxes: Boxes, width: int, height: int, scale: float = 1000.0
     keep = np.isfinite(xyxy).all(axis=1)
     if not keep.any():
         return None
+    integral = bool((np.abs(xyxy[keep]) < _EXACT).all())  # truncated: integers when finite
     if keep.all():
-        return Boxes(xyxy, boxes.labels)
-    return Boxes(xyxy[keep], tuple(label for label, k in zip(boxes.labels, keep, strict=True) if k))
+        return Boxes(xyxy, boxes.labels, integral)
+    labels = tuple(label for label, k in zip(boxes.labels, keep, strict=True) if k)
+    return Boxes(xyxy[keep], labels, integral)

@@ -1,9 +1,9 @@
-"""COCO box mAP of one image, equal to pycocotools' ``COCOeval`` (stats[0], [1], [2]).
+"""COCO box mAP of one image, equal to pycocotools' ``COCOeval`` (stats[0], [1], [2]) to the last bit.
 
 The detection reward scores one image at a time with every prediction at confidence 1.0
-(V-Triune's ``pack_for_map_score``). Running ``COCO``/``COCOeval`` for that costs milliseconds
-of Python bookkeeping; this module computes the same three numbers with numpy, following
-``cocoeval.py`` step for step (one category at a time, all ten IoU thresholds at once):
+(V-Triune's ``pack_for_map_score``). Building ``COCO``/``COCOeval`` objects for that costs
+milliseconds of bookkeeping (four area ranges, three detection limits, twelve summaries); this
+module computes the three numbers that are used, following ``cocoeval.py`` step for step:
 
 - categories are the ground-truth labels; predictions of other labels are dropped (no
   prediction left → all three are 0, as in V-Triune);
@@ -13,13 +13,23 @@ of Python bookkeeping; this module computes the same three numbers with numpy, f
 - precision at the 101 recall thresholds from the cumulative TP/FP, made monotone;
 - mAP = mean of precision over categories with a non-ignored ground truth, thresholds and
   recall points; mAP50 and mAP75 the same at t = 0.5 and 0.75; -1 when no category counts.
+
+IoUs come from one numpy expression over all pairs (or are reused from the matching). Only
+pairs with IoU ≥ 0.5 can match, usually one or two per prediction, so the greedy matching walks
+those in Python; thresholds at which no IoU changes side share one pass; the precision table is
+built from runs of equal values and averaged by numpy in COCO's own order.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+
+from trainer.rewards.matching import same_side as _same_side
 
 # pycocotools' Params for bbox evaluation (computed the same way, so equality tests find 0.75).
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -29,6 +39,10 @@ AREA_RANGE = (0.0**2, 1e5**2)
 _MATCH_THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
 _T50 = int(np.where(IOU_THRESHOLDS == 0.5)[0][0])
 _T75 = int(np.where(IOU_THRESHOLDS == 0.75)[0][0])
+_RECALL = RECALL_THRESHOLDS.tolist()
+_THRESHOLD_LIST = _MATCH_THRESHOLDS.tolist()
+_EPS = float(np.spacing(1))
+_CACHED_DETECTIONS = 16  # accumulate results are cached for at most this many detections
 
 
 @dataclass(frozen=True)
@@ -47,41 +61,39 @@ def coco_iou(dt_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     """pycocotools' ``maskUtils.iou`` for boxes (no crowd): (D, 4), (G, 4) xywh → (D, G)."""
     d = dt_xywh[:, None, :]
     g = gt_xywh[None, :, :]
-    w = np.minimum(d[..., 2] + d[..., 0], g[..., 2] + g[..., 0]) - np.maximum(d[..., 0], g[..., 0])
-    h = np.minimum(d[..., 3] + d[..., 1], g[..., 3] + g[..., 1]) - np.maximum(d[..., 1], g[..., 1])
-    overlap = (w > 0) & (h > 0)
-    inter = w * h
-    union = (dt_xywh[:, 2] * dt_xywh[:, 3])[:, None] + (gt_xywh[:, 2] * gt_xywh[:, 3])[None, :] - inter
-    out = np.zeros(overlap.shape, dtype=np.float64)
-    np.divide(inter, union, out=out, where=overlap)
+    out = np.zeros((len(dt_xywh), len(gt_xywh)), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge box: area inf, IoU 0 (or NaN, no match)
+        w = np.minimum(d[..., 2] + d[..., 0], g[..., 2] + g[..., 0]) - np.maximum(d[..., 0], g[..., 0])
+        h = np.minimum(d[..., 3] + d[..., 1], g[..., 3] + g[..., 1]) - np.maximum(d[..., 1], g[..., 1])
+        inter = w * h
+        union = (dt_xywh[:, 2] * dt_xywh[:, 3])[:, None] + (gt_xywh[:, 2] * gt_xywh[:, 3])[None, :] - inter
+        np.divide(inter, union, out=out, where=(w > 0) & (h > 0))
     return out
 
 
 def _match(
-    ious: np.ndarray, same_category: np.ndarray, gt_ignore: np.ndarray
+    per_dt: list[list[tuple[int, float]]], ignore: list[bool]
 ) -> tuple[list[list[bool]], list[list[bool]]]:
     """``evaluateImg``'s greedy matching at the ten IoU thresholds: dtMatches > 0 and dtIgnore.
 
-    ``ious`` (D, G) of the kept detections (in order) against every ground truth,
-    ``same_category`` (D, G), ``gt_ignore`` (G,). Each detection in turn takes the free ground
-    truth of its category with the highest IoU ≥ t, the last one on ties (``cocoeval.py`` keeps
-    a candidate whose IoU is ≥ the best so far), non-ignored ones first (COCO sorts them first
-    and stops at the first ignored one once it has a match). Only pairs with IoU ≥ 0.5, the
-    lowest threshold, can match, so only those are visited: usually one or two per detection.
-    Returns two lists of T rows of D flags.
+    ``per_dt[d]``: the (ground truth, IoU) pairs of detection d (in order) with a ground truth of
+    its category and IoU ≥ 0.5, the lowest threshold (no other pair can match);
+    ``ignore[g]``: ground truth g is ignored. Each detection in turn takes the free ground truth
+    with the highest IoU ≥ t, the last one on ties (``cocoeval.py`` keeps a candidate whose IoU
+    is ≥ the best so far), non-ignored ones first (COCO sorts them first and stops at the first
+    ignored one once it has a match). Returns two lists of T rows of D flags.
     """
-    n_dt = ious.shape[0]
-    candidate = same_category & (ious >= _MATCH_THRESHOLDS[0])
-    dts, gts = np.nonzero(candidate)
-    values = ious[dts, gts].tolist()
-    ignore = gt_ignore.tolist()
-    per_dt: list[list[tuple[int, float]]] = [[] for _ in range(n_dt)]
-    for d, g, v in zip(dts.tolist(), gts.tolist(), values, strict=True):
-        per_dt[d].append((g, v))
+    n_dt = len(per_dt)
     if any(ignore):  # COCO's order: non-ignored ground truths first, each group in id order
         per_dt = [sorted(pairs, key=lambda pair: ignore[pair[0]]) for pairs in per_dt]
-    matched_rows, ignored_rows = [], []
-    for t in _MATCH_THRESHOLDS.tolist():
+    ordered = sorted(v for pairs in per_dt for _, v in pairs)
+    matched_rows: list[list[bool]] = []
+    ignored_rows: list[list[bool]] = []
+    for n, t in enumerate(_THRESHOLD_LIST):
+        if n and _same_side(ordered, _THRESHOLD_LIST[n - 1], t):  # no IoU in [previous t, t)
+            matched_rows.append(matched_rows[-1])
+            ignored_rows.append(ignored_rows[-1])
+            continue
         taken: set[int] = set()
         matched = [False] * n_dt
         ignored = [False] * n_dt
@@ -104,36 +116,73 @@ def _match(
     return matched_rows, ignored_rows
 
 
-def _precision(matched: np.ndarray, ignored: np.ndarray, n_dt: np.ndarray, npig: np.ndarray) -> np.ndarray:
+def _precision(
+    matched_rows: Sequence[Sequence[bool]],
+    ignored_rows: Sequence[Sequence[bool]],
+    dt_cat: Sequence[int],
+    npig: Sequence[int],
+) -> np.ndarray:
     """``accumulate`` for one image: precision at each (IoU, recall) threshold and category (T, R, K).
 
-    ``matched``/``ignored`` (T, K, D) with padding after the ``n_dt`` (K,) real detections
-    (marked ignored); ``npig`` (K,) non-ignored ground truths. A category without any gets -1.
+    Per threshold and category, over its detections in order: tp and fp counts, recall
+    rc = tp / npig and precision pr = tp / (fp + tp + ε), pr made non-increasing from the right
+    (the envelope); the precision at recall threshold r is the envelope at the first detection
+    with rc ≥ r (``searchsorted``), 0 past the last. The envelope is constant between two
+    detections, so each detection fills the run of recall thresholds it reaches at once.
+    A category without a non-ignored ground truth gets -1 (left out of the means).
     """
-    tp = np.cumsum(matched & ~ignored, axis=2).astype(float)
-    fp = np.cumsum(~matched & ~ignored, axis=2).astype(float)
-    width = tp.shape[2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rc = tp / npig[None, :, None]
-    pr = tp / (fp + tp + np.spacing(1))
-    pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]  # precision envelope
-    real = np.arange(width)[None, :] < n_dt[:, None]  # (K, D)
-    # searchsorted(rc, recThrs, "left") over the real detections: rc is non-decreasing there.
-    index = ((rc[..., None] < RECALL_THRESHOLDS) & real[None, :, :, None]).sum(axis=2)  # (T, K, R)
-    picked = np.take_along_axis(pr, np.minimum(index, width - 1), axis=2)
-    q = np.where(index < n_dt[None, :, None], picked, 0.0)  # (T, K, R)
-    q[:, npig == 0, :] = -1.0
-    return q.transpose(0, 2, 1)
+    n_cat, n_rec = len(npig), len(_RECALL)
+    values: list[float] = []  # the (T, K, R) table as runs of equal values
+    counts: list[int] = []
+    last: tuple[Sequence[bool], Sequence[bool]] | None = None
+    start = end = 0  # the last threshold's runs: values[start:end]
+    for matched, ignored in zip(matched_rows, ignored_rows, strict=True):
+        if last is not None and last[0] == matched and last[1] == ignored:
+            values.extend(values[start:end])  # same matching as the previous threshold: same rows
+            counts.extend(counts[start:end])
+            continue
+        last, start = (matched, ignored), len(values)
+        tp, fp = [0] * n_cat, [0] * n_cat
+        rc: list[list[float]] = [[] for _ in range(n_cat)]
+        pr: list[list[float]] = [[] for _ in range(n_cat)]
+        for d, k in enumerate(dt_cat):
+            if not ignored[d]:
+                if matched[d]:
+                    tp[k] += 1
+                else:
+                    fp[k] += 1
+            if npig[k]:
+                rc[k].append(tp[k] / npig[k])
+                pr[k].append(tp[k] / (fp[k] + tp[k] + _EPS))
+        for k in range(n_cat):
+            if not npig[k]:
+                values.append(-1.0)
+                counts.append(n_rec)
+                continue
+            envelope = pr[k]
+            for i in range(len(envelope) - 2, -1, -1):
+                if envelope[i + 1] > envelope[i]:
+                    envelope[i] = envelope[i + 1]
+            filled = 0
+            for value, recall in zip(envelope, rc[k], strict=True):
+                reach = bisect_right(_RECALL, recall)
+                if reach > filled:
+                    values.append(value)
+                    counts.append(reach - filled)
+                    filled = reach
+            values.append(0.0)
+            counts.append(n_rec - filled)
+        end = len(values)
+    table = np.repeat(np.array(values), counts).reshape(len(matched_rows), n_cat, n_rec)
+    if n_cat == 1:
+        return table.reshape(len(matched_rows), n_rec, 1)
+    return np.ascontiguousarray(table.transpose(0, 2, 1))  # (T, K, R) -> (T, R, K)
 
 
-def _mean(values: np.ndarray) -> float:
-    kept = values[values > -1]
-    return -1.0 if kept.size == 0 else float(np.mean(kept))
-
-
-def _exact_integers(*arrays: np.ndarray) -> bool:
-    """Integer coordinates small enough that every box product is exact in float64."""
-    return all(bool(np.all((np.abs(a) < 2**24) & (a == np.floor(a)))) for a in arrays)
+def _mean(values: np.ndarray, complete: bool) -> float:
+    """COCO's ``np.mean(s[s > -1])`` (-1 if empty); ``complete``: no -1 in ``values`` (no copy needed)."""
+    kept = values.ravel() if complete else values[values > -1]
+    return -1.0 if kept.size == 0 else float(np.add.reduce(kept) / kept.size)
 
 
 def coco_map(
@@ -145,8 +194,9 @@ def coco_map(
 ) -> MapScores:
     """mAP, mAP50, mAP75 of one image, every prediction with score 1.0.
 
-    ``iou`` (P, G) may pass the IoU matrix of :func:`trainer.rewards.matching.pairwise_iou`: on
-    integer coordinates it equals COCO's to the last bit and is reused.
+    ``iou`` (P, G) may pass the IoU matrix of :func:`trainer.rewards.matching.pairwise_iou` when
+    every coordinate is an integer below 2^24 (every product is then exact, and that formula
+    gives COCO's IoU to the last bit); it is then reused.
 
     >>> gt = np.array([[0.0, 0, 10, 10]])
     >>> [round(v, 12) for v in vars(coco_map(gt, ("a",), gt, ("a",))).values()]  # 1 / (1 + 2^-52)
@@ -156,47 +206,67 @@ def coco_map(
     for label in gt_labels:
         category_of.setdefault(label, len(category_of))
     n_cat = len(category_of)
-    gt_cat = np.array([category_of[label] for label in gt_labels], dtype=np.int64)
+    gt_cat = [category_of[label] for label in gt_labels]
     # Detections: predictions of a ground-truth label, at most 100 per category, in order.
     seen = [0] * n_cat
-    kept, dt_cat_list, slot_list = [], [], []
+    kept, dt_cat = [], []
     for i, label in enumerate(pred_labels):
         k = category_of.get(label)
         if k is None or seen[k] >= MAX_DETECTIONS:
             continue
         kept.append(i)
-        dt_cat_list.append(k)
-        slot_list.append(seen[k])
+        dt_cat.append(k)
         seen[k] += 1
     if not kept:
         return ZERO
-    dt_index = np.array(kept, dtype=np.int64)
-    dt_cat = np.array(dt_cat_list, dtype=np.int64)
-    dt_slot = np.array(slot_list, dtype=np.int64)
-    n_dt = np.array(seen, dtype=np.int64)
 
-    # COCO's [x, y, w, h] and area, computed as V-Triune's convert_bbox_to_coco_format does.
-    gt_wh = gt_xyxy[:, 2:] - gt_xyxy[:, :2]
-    gt_area = gt_wh[:, 0] * gt_wh[:, 1]
-    dt_xyxy = pred_xyxy[dt_index]
-    dt_wh = dt_xyxy[:, 2:] - dt_xyxy[:, :2]
-    dt_area = dt_wh[:, 0] * dt_wh[:, 1]  # loadRes: area = w · h
-    if iou is not None and _exact_integers(dt_xyxy, gt_xyxy):
-        ious = iou[dt_index]
+    # COCO's [x, y, w, h] and area, computed as V-Triune's convert_bbox_to_coco_format does
+    # (loadRes computes a detection's area as w · h too).
+    low, high = AREA_RANGE
+    gt_ignore = [not low <= (x2 - x1) * (y2 - y1) <= high for x1, y1, x2, y2 in gt_xyxy.tolist()]
+    pred_rows = pred_xyxy.tolist()
+    dt_out = [not low <= (x2 - x1) * (y2 - y1) <= high for x1, y1, x2, y2 in (pred_rows[i] for i in kept)]
+    if iou is not None:
+        iou_rows = iou.tolist()
+        rows = [iou_rows[i] for i in kept]
     else:
-        ious = coco_iou(
-            np.concatenate([dt_xyxy[:, :2], dt_wh], 1), np.concatenate([gt_xyxy[:, :2], gt_wh], 1)
-        )
-    gt_ignore = (gt_area < AREA_RANGE[0]) | (gt_area > AREA_RANGE[1])
-    matched_rows, ignored_rows = _match(ious, dt_cat[:, None] == gt_cat[None, :], gt_ignore)
+        dt_xyxy = pred_xyxy[kept]
+        dt_wh, gt_wh = dt_xyxy[:, 2:] - dt_xyxy[:, :2], gt_xyxy[:, 2:] - gt_xyxy[:, :2]
+        rows = coco_iou(np.hstack([dt_xyxy[:, :2], dt_wh]), np.hstack([gt_xyxy[:, :2], gt_wh])).tolist()
+    gts_of: list[list[int]] = [[] for _ in range(n_cat)]
+    for g, k in enumerate(gt_cat):
+        gts_of[k].append(g)
+    lowest = _THRESHOLD_LIST[0]
+    per_dt = [
+        [(g, row[g]) for g in gts_of[k] if row[g] >= lowest] for row, k in zip(rows, dt_cat, strict=True)
+    ]
+    matched_rows, ignored_rows = _match(per_dt, gt_ignore)
 
-    # Scatter (T, D) into per-category rows (T, K, width), detections left-aligned.
-    width = int(n_dt.max())
-    matched = np.zeros((len(_MATCH_THRESHOLDS), n_cat, width), dtype=bool)
-    ignored = np.ones((len(_MATCH_THRESHOLDS), n_cat, width), dtype=bool)  # padding is ignored
-    matched[:, dt_cat, dt_slot] = matched_rows
-    dt_out = (dt_area < AREA_RANGE[0]) | (dt_area > AREA_RANGE[1])
-    ignored[:, dt_cat, dt_slot] = np.array(ignored_rows) | (~np.array(matched_rows) & dt_out)
-    npig = np.bincount(gt_cat[~gt_ignore], minlength=n_cat)
-    precision = _precision(matched, ignored, n_dt, npig)  # (T, R, K)
-    return MapScores(_mean(precision), _mean(precision[_T50]), _mean(precision[_T75]))
+    if any(dt_out):  # an unmatched detection outside the area range is ignored
+        ignored_rows = [
+            [ig or (out and not m) for ig, m, out in zip(ignored, matched, dt_out, strict=True)]
+            for ignored, matched in zip(ignored_rows, matched_rows, strict=True)
+        ]
+    npig = [0] * n_cat
+    for k, ignored_gt in zip(gt_cat, gt_ignore, strict=True):
+        npig[k] += not ignored_gt
+    if len(dt_cat) > _CACHED_DETECTIONS:
+        return _accumulate.__wrapped__(matched_rows, ignored_rows, dt_cat, npig)
+    rows = tuple(tuple(row) for row in matched_rows), tuple(tuple(row) for row in ignored_rows)
+    return _accumulate(*rows, tuple(dt_cat), tuple(npig))
+
+
+@lru_cache(maxsize=16384)
+def _accumulate(
+    matched_rows: tuple[tuple[bool, ...], ...],
+    ignored_rows: tuple[tuple[bool, ...], ...],
+    dt_cat: tuple[int, ...],
+    npig: tuple[int, ...],
+) -> MapScores:
+    """The three means from the matching; a function of these flags only, so it is cached: the
+    same pattern (one detection matched up to IoU 0.8, say) comes back across responses."""
+    precision = _precision(matched_rows, ignored_rows, dt_cat, npig)  # (T, R, K)
+    complete = 0 not in npig
+    return MapScores(
+        _mean(precision, complete), _mean(precision[_T50], complete), _mean(precision[_T75], complete)
+    )

@@ -42,7 +42,7 @@ import numpy as np
 from trainer.rewards.boxes import Boxes, extract_boxes, normalize_boxes
 from trainer.rewards.coco_map import coco_map
 from trainer.rewards.errors import RewardModelError
-from trainer.rewards.matching import MatchScores, iou_first_sums, label_first_sums, match_scores, pairwise_iou
+from trainer.rewards.matching import iou_first_sums, label_first_sums, match_scores, pairwise_iou
 from trainer.rewards.registry import ScoreContext, Verifier, ground_truth, ratio, register_verifier
 from trainer.rewards.schedule import AVERAGE_THRESHOLDS
 from trainer.rewards.tags import ANSWER_CLOSE, ANSWER_OPEN
@@ -163,21 +163,28 @@ def detection_format(response: str, boxes: Boxes | None) -> float:
     return 0.0
 
 
-def _row(scores: MatchScores, row: int) -> MatchScores:
-    return MatchScores(
-        scores.thresholds,
-        scores.mean_iou[row],
-        scores.completeness[row],
-        scores.precision[row],
-        scores.recall[row],
-        scores.weighted[row],
+@lru_cache(maxsize=64)
+def _threshold_table(threshold: float | None) -> tuple[tuple[float, ...], dict[float, int]]:
+    """The thresholds to score for ε = ``threshold`` (ε and the reported ones; all of
+    :data:`AVERAGE_THRESHOLDS` for ``None``), ascending, and their positions."""
+    wanted = set(AVERAGE_THRESHOLDS) if threshold is None else {threshold}
+    values = tuple(sorted(wanted | set(REPORT_LABEL_FIRST) | set(REPORT_IOU_FIRST)))
+    return values, {t: i for i, t in enumerate(values)}
+
+
+# Report keys: (row of ``both``, threshold, pure/precision/recall keys); row 0 label-first, 1 IoU-first.
+_REPORTS = tuple(
+    (
+        row,
+        t,
+        *(
+            f"report_iou_{round(t * 100)}_{name}_match_{part}_reward"
+            for part in ("pure", "precision", "recall")
+        ),
     )
-
-
-def _at(scores: MatchScores, index: Mapping[float, int], threshold: float | None) -> float:
-    if threshold is None:  # "average": mean over AVERAGE_THRESHOLDS, summed in order
-        return sum(float(scores.weighted[index[t]]) for t in AVERAGE_THRESHOLDS) / len(AVERAGE_THRESHOLDS)
-    return float(scores.weighted[index[threshold]])
+    for row, name, report in ((1, "iou", REPORT_IOU_FIRST), (0, "label", REPORT_LABEL_FIRST))
+    for t in report
+)
 
 
 def detection_scores(
@@ -193,43 +200,42 @@ def detection_scores(
     >>> round(r["accuracy_reward"], 4)  # 0.6 · (0.7 · 1/1 + 0.3 · (1 − (0 + 1/2)/2))
     0.555
     """
-    all_thresholds = sorted(set(AVERAGE_THRESHOLDS) | ({threshold} if threshold is not None else set()))
-    thresholds = np.array(all_thresholds)
-    index = {t: i for i, t in enumerate(all_thresholds)}
+    thresholds, index = _threshold_table(threshold)
     ratios = {key: float(ratios.get(key, 0.0)) for key in RATIO_KEYS}  # a key left out weighs 0
     iou = pairwise_iou(pred.xyxy, gt.xyxy)  # (P, G)
-    label_id = {label: k for k, label in enumerate(dict.fromkeys(gt.labels))}
-    same_label = np.array([label_id.get(label, -1) for label in pred.labels])[:, None] == np.array(
-        [label_id[label] for label in gt.labels]
-    )  # (P, G)
-    # Both matchings at every threshold, then the score formulas on the stacked (2, T) arrays.
-    sums_label, counts_label = label_first_sums(iou, same_label, thresholds)
-    sums_iou, counts_iou = iou_first_sums(iou, same_label, thresholds)
-    both = match_scores(
-        thresholds,
-        np.stack([sums_label, sums_iou]),
-        np.stack([counts_label, counts_iou]),
-        len(pred),
-        len(gt),
-        ratios["iou_completeness"],
+    if len(pred) * len(gt) <= 256:
+        same_label = np.array([[p == g for g in gt.labels] for p in pred.labels], dtype=bool)  # (P, G)
+    else:
+        label_id = {label: k for k, label in enumerate(dict.fromkeys(gt.labels))}
+        pred_ids = np.array([label_id.get(label, -1) for label in pred.labels])
+        same_label = pred_ids[:, None] == np.array([label_id[label] for label in gt.labels])
+    # Both matchings at every threshold; row 0 label-first, row 1 IoU-first.
+    w_c = ratios["iou_completeness"]
+    both = [
+        match_scores(thresholds, *label_first_sums(iou, same_label, thresholds), len(pred), len(gt), w_c),
+        match_scores(thresholds, *iou_first_sums(iou, same_label, thresholds), len(pred), len(gt), w_c),
+    ]
+    if threshold is None:  # "average": the mean over AVERAGE_THRESHOLDS, summed in order
+        at = [sum(s.weighted[index[t]] for t in AVERAGE_THRESHOLDS) / len(AVERAGE_THRESHOLDS) for s in both]
+    else:
+        at = [s.weighted[index[threshold]] for s in both]
+    maps = coco_map(
+        pred.xyxy, pred.labels, gt.xyxy, gt.labels, iou if pred.integral and gt.integral else None
     )
-    label_first, iou_first = _row(both, 0), _row(both, 1)
-    maps = coco_map(pred.xyxy, pred.labels, gt.xyxy, gt.labels, iou)
 
     penalty = SIZE_PENALTY_BASE ** abs(len(pred) - len(gt))
     pure = {
-        "iou_max_iou_first": _at(iou_first, index, threshold),
-        "iou_max_label_first": _at(label_first, index, threshold),
+        "iou_max_iou_first": at[1],
+        "iou_max_label_first": at[0],
         "map": maps.map,
         "map50": maps.map50,
         "map75": maps.map75,
     }
     weighted = {key: value * penalty for key, value in pure.items()}
     norm = 0.0
-    for key in WEIGHT_KEYS:
-        norm += ratios[key]
     total = 0.0
-    for key in WEIGHT_KEYS:
+    for key in WEIGHT_KEYS:  # V-Triune's summation order
+        norm += ratios[key]
         total += weighted[key] * ratios[key]
     rewards = {
         "accuracy_reward": total / norm if norm > 0 else 0.0,
@@ -245,16 +251,11 @@ def detection_scores(
         "weighted_map50_score_reward": weighted["map50"],
         "weighted_map75_score_reward": weighted["map75"],
     }
-    for name, scores, report in (
-        ("iou", iou_first, REPORT_IOU_FIRST),
-        ("label", label_first, REPORT_LABEL_FIRST),
-    ):
-        for t in report:
-            i = index[t]
-            prefix = f"report_iou_{round(t * 100)}_{name}_match"
-            rewards[f"{prefix}_pure_reward"] = float(scores.mean_iou[i])
-            rewards[f"{prefix}_precision_reward"] = float(scores.precision[i])
-            rewards[f"{prefix}_recall_reward"] = float(scores.recall[i])
+    for row, t, pure_key, precision_key, recall_key in _REPORTS:
+        scores, i = both[row], index[t]
+        rewards[pure_key] = scores.mean_iou[i]
+        rewards[precision_key] = scores.precision[i]
+        rewards[recall_key] = scores.recall[i]
     return rewards
 
 

@@ -9,11 +9,18 @@ G ground truths and M matches at threshold ε::
     completeness = 1 − (miss + false_alarm) / 2
     weighted     = (1 − w_c) · mean_iou + w_c · completeness
 
-Every operation is done in the reference's order so that scores are equal to the last bit.
+The IoU of all pairs is one numpy expression. The greedy matchings are sequential by nature;
+only pairs with IoU ≥ the smallest threshold can ever match, which leaves a handful of
+candidate pairs per answer, walked in plain Python (cheaper than numpy's per-call overhead at
+that size) with a numpy path over (T, P) arrays for large inputs. A threshold at which no
+candidate IoU changes side gives the previous threshold's matching without a new pass. Every
+arithmetic operation is done in the reference's order, so scores are equal to the last bit.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,77 +35,116 @@ def pairwise_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     >>> pairwise_iou(np.array([[0.0, 0, 2, 2]]), np.array([[1.0, 1, 3, 3], [2.0, 0, 4, 2]]))
     array([[0.14285714, 0.        ]])
     """
-    p = pred[:, None, :]  # (P, 1, 4)
-    g = gt[None, :, :]  # (1, G, 4)
-    ix1 = np.maximum(p[..., 0], g[..., 0])
-    iy1 = np.maximum(p[..., 1], g[..., 1])
-    ix2 = np.minimum(p[..., 2], g[..., 2])
-    iy2 = np.minimum(p[..., 3], g[..., 3])
-    overlap = (ix2 > ix1) & (iy2 > iy1)  # (P, G)
-    inter = (ix2 - ix1) * (iy2 - iy1)
-    area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-    area_g = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
-    union = area_p[:, None] + area_g[None, :] - inter
-    out = np.zeros(overlap.shape, dtype=np.float64)
-    np.divide(inter, union, out=out, where=overlap)
+    low = np.maximum(pred[:, None, :2], gt[None, :, :2])  # (P, G, 2): intersection x1, y1
+    high = np.minimum(pred[:, None, 2:], gt[None, :, 2:])  # (P, G, 2): intersection x2, y2
+    side = high - low
+    overlap = (side > 0).all(axis=2)  # (P, G)
+    size_p = pred[:, 2:] - pred[:, :2]
+    size_g = gt[:, 2:] - gt[:, :2]
+    out = np.zeros(overlap.shape)
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge box: area inf, IoU 0 (or NaN, no match)
+        inter = side[..., 0] * side[..., 1]
+        union = (size_p[:, 0] * size_p[:, 1])[:, None] + (size_g[:, 0] * size_g[:, 1])[None, :] - inter
+        np.divide(inter, union, out=out, where=overlap)
     return out
 
 
 @dataclass(frozen=True)
 class MatchScores:
-    """Scores at each threshold of ``thresholds`` (all arrays (T,))."""
+    """Scores at each threshold of ``thresholds``."""
 
-    thresholds: np.ndarray
-    mean_iou: np.ndarray
-    completeness: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-    weighted: np.ndarray
+    thresholds: tuple[float, ...]
+    mean_iou: tuple[float, ...]
+    completeness: tuple[float, ...]
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    weighted: tuple[float, ...]
 
 
 def match_scores(
-    thresholds: np.ndarray, iou_sum: np.ndarray, matches: np.ndarray, n_pred: int, n_gt: int, w_c: float
+    thresholds: Sequence[float],
+    iou_sum: Sequence[float],
+    matches: Sequence[int],
+    n_pred: int,
+    n_gt: int,
+    w_c: float,
 ) -> MatchScores:
-    """The module's formulas from Σ matched IoU and M at each threshold (arrays (..., T))."""
-    mean_iou = iou_sum / n_gt
-    miss = (n_gt - matches) / n_gt
-    false_alarm = np.zeros_like(mean_iou) if n_pred == 0 else (n_pred - matches) / n_pred
-    completeness = 1.0 - (miss + false_alarm) / 2.0
-    weighted = mean_iou * (1.0 - w_c) + completeness * w_c
-    return MatchScores(thresholds, mean_iou, completeness, 1 - false_alarm, 1 - miss, weighted)
+    """The module's formulas from Σ matched IoU and M at each threshold.
+
+    >>> [round(w, 6) for w in match_scores([0.5], [0.8], [1], 2, 1, 0.3).weighted]  # 0.7·0.8 + 0.3·0.75
+    [0.785]
+    """
+    mean_iou, completeness, precision, recall, weighted = [], [], [], [], []
+    for total, m in zip(iou_sum, matches, strict=True):
+        mean = total / n_gt
+        miss = (n_gt - m) / n_gt
+        false_alarm = 0.0 if n_pred == 0 else (n_pred - m) / n_pred
+        complete = 1.0 - (miss + false_alarm) / 2.0
+        mean_iou.append(mean)
+        completeness.append(complete)
+        precision.append(1 - false_alarm)
+        recall.append(1 - miss)
+        weighted.append(mean * (1.0 - w_c) + complete * w_c)
+    return MatchScores(
+        tuple(thresholds),
+        tuple(mean_iou),
+        tuple(completeness),
+        tuple(precision),
+        tuple(recall),
+        tuple(weighted),
+    )
 
 
-# Below this many (threshold × candidate pair) steps the greedy loops run in plain Python over
-# the candidate pairs: for the handful of boxes of a typical answer that is several times
-# faster than numpy's per-call overhead; above it, numpy steps over (T, P) arrays.
+# Above this many (threshold × candidate pair) steps the label-first matching runs on numpy
+# (T, P) arrays instead of Python loops over the candidate pairs.
 PYTHON_LOOP_LIMIT = 4096
+# Up to this many pairs the candidates are picked from the IoU matrix as a Python list.
+SMALL_PAIRS = 64
+
+
+def same_side(values: list[float], low: float, high: float) -> bool:
+    """No value v with low ≤ v < high: a test v ≥ t gives the same answer for t = low and t = high."""
+    i = bisect_left(values, low)
+    return i == len(values) or values[i] >= high
 
 
 def label_first_sums(
-    iou: np.ndarray, same_label: np.ndarray, thresholds: np.ndarray, *, vectorized: bool | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label-first greedy matching at every threshold: (Σ matched IoU, M), both (T,).
+    iou: np.ndarray, same_label: np.ndarray, thresholds: Sequence[float], *, vectorized: bool | None = None
+) -> tuple[list[float], list[int]]:
+    """Label-first greedy matching at every threshold (ascending): (Σ matched IoU, M) per threshold.
 
     For each ground truth in order, the unmatched prediction of the same label with the highest
-    IoU (ties: the earliest) is its match if that IoU ≥ ε. Only pairs with IoU ≥ min(ε) can
-    ever match, so only those are visited. ``vectorized`` forces one implementation (tests).
+    IoU (ties: the earliest) is its match if that IoU ≥ ε. A prediction below the smallest ε
+    can never be that match, so only candidate pairs are visited. ``vectorized`` forces one
+    implementation (tests).
     """
-    n_pred, n_gt = iou.shape
-    candidate = same_label & (iou >= thresholds.min())  # (P, G)
-    if vectorized is None:
-        vectorized = int(candidate.sum()) * len(thresholds) > PYTHON_LOOP_LIMIT
-    if vectorized:
-        return _label_first_numpy(iou, candidate, thresholds)
-    gts, preds = np.nonzero(candidate.T)  # by ground truth, then prediction: the scan order
-    values = iou[preds, gts].tolist()
-    per_gt: list[list[tuple[int, float]]] = [[] for _ in range(n_gt)]
-    for j, i, v in zip(gts.tolist(), preds.tolist(), values, strict=True):
-        per_gt[j].append((i, v))
-    sums, counts = [], []
-    for t in thresholds.tolist():
+    per_gt: dict[int, list[tuple[int, float]]] = {}  # candidates by ground truth, then prediction
+    if iou.size <= SMALL_PAIRS and not vectorized:
+        rows, same = iou.tolist(), same_label.tolist()
+        for j in range(iou.shape[1]):
+            for i, row in enumerate(rows):
+                if same[i][j] and row[j] >= thresholds[0]:
+                    per_gt.setdefault(j, []).append((i, row[j]))
+    else:
+        candidate = same_label & (iou >= thresholds[0])  # (P, G)
+        if vectorized is None:
+            vectorized = int(candidate.sum()) * len(thresholds) > PYTHON_LOOP_LIMIT
+        if vectorized:
+            return _label_first_numpy(iou, candidate, np.array(thresholds))
+        gts, preds = np.nonzero(candidate.T)
+        for j, i, v in zip(gts.tolist(), preds.tolist(), iou[preds, gts].tolist(), strict=True):
+            per_gt.setdefault(j, []).append((i, v))
+    ordered = sorted(v for pairs in per_gt.values() for _, v in pairs)
+    sums: list[float] = []
+    counts: list[int] = []
+    for n, t in enumerate(thresholds):
+        if n and same_side(ordered, thresholds[n - 1], t):
+            sums.append(sums[-1])
+            counts.append(counts[-1])
+            continue
         taken: set[int] = set()
         total, count = 0.0, 0
-        for pairs in per_gt:
+        for pairs in per_gt.values():
             best_i, best_v = -1, -1.0
             for i, v in pairs:
                 if v > best_v and i not in taken:  # strict: the earliest on ties
@@ -109,13 +155,13 @@ def label_first_sums(
                 count += 1
         sums.append(total)
         counts.append(count)
-    return np.array(sums), np.array(counts, dtype=np.int64)
+    return sums, counts
 
 
 def _label_first_numpy(
     iou: np.ndarray, candidate: np.ndarray, thresholds: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    n_pred, n_gt = iou.shape
+) -> tuple[list[float], list[int]]:
+    n_pred = iou.shape[0]
     n_thr = len(thresholds)
     taken = np.zeros((n_thr, n_pred), dtype=bool)  # (T, P)
     iou_sum = np.zeros(n_thr)
@@ -129,57 +175,69 @@ def _label_first_numpy(
         taken[rows[hit], best[hit]] = True
         iou_sum += np.where(hit, best_iou, 0.0)  # x + 0.0 == x: the reference's running sum
         matches += hit
-    return iou_sum, matches
+    return iou_sum.tolist(), matches.tolist()
 
 
-def greedy_pairs(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def greedy_pairs(iou: np.ndarray, min_iou: float) -> tuple[list[int], list[int], list[float]]:
     """The IoU-first greedy matching: pairs taken by decreasing IoU while IoU ≥ ``min_iou``.
 
     Repeatedly taking the globally highest-IoU pair of unmatched boxes (ties: the first pair in
     prediction-major order) is the same as walking all pairs sorted by decreasing IoU and
     keeping each pair whose two boxes are still free; the pairs come out in decreasing IoU, so
-    the matching at any ε ≥ ``min_iou`` is a prefix of this one. Returns (pred, gt, iou) (K,).
+    the matching at any ε ≥ ``min_iou`` is a prefix of this one. Returns (pred, gt, iou) lists.
 
     V-Triune's released matcher records the last pair it scanned instead of the best one; this
     is the intended best-pair matching.
     """
     n_pred, n_gt = iou.shape
-    flat = iou.ravel()
-    candidates = np.flatnonzero(flat >= min_iou)
-    order = candidates[np.argsort(-flat[candidates], kind="stable")]
+    if iou.size <= SMALL_PAIRS:
+        flat_list = iou.ravel().tolist()
+        found = [(k, v) for k, v in enumerate(flat_list) if v >= min_iou]
+        found.sort(key=lambda pair: -pair[1])  # stable: ties stay in prediction-major order
+        pairs = iter(found)
+    else:
+        flat = iou.ravel()
+        candidates = np.flatnonzero(flat >= min_iou)
+        order = candidates[np.argsort(-flat[candidates], kind="stable")]
+        pairs = zip(order.tolist(), flat[order].tolist(), strict=True)
     pred_free = [True] * n_pred
     gt_free = [True] * n_gt
     limit = min(n_pred, n_gt)
-    taken: list[int] = []
-    for k in order.tolist():
+    preds: list[int] = []
+    gts: list[int] = []
+    values: list[float] = []
+    for k, v in pairs:
         i, j = divmod(k, n_gt)
         if pred_free[i] and gt_free[j]:
             pred_free[i] = gt_free[j] = False
-            taken.append(k)
-            if len(taken) == limit:
+            preds.append(i)
+            gts.append(j)
+            values.append(v)
+            if len(preds) == limit:
                 break
-    index = np.array(taken, dtype=np.int64)
-    return index // max(n_gt, 1), index % max(n_gt, 1), flat[index]
+    return preds, gts, values
 
 
 def iou_first_sums(
-    iou: np.ndarray, same_label: np.ndarray, thresholds: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """IoU-first greedy matching at every threshold: (Σ matched IoU, M), both (T,).
+    iou: np.ndarray, same_label: np.ndarray, thresholds: Sequence[float]
+) -> tuple[list[float], list[int]]:
+    """IoU-first greedy matching at every threshold (ascending): (Σ matched IoU, M) per threshold.
 
     A matched pair whose labels differ counts IoU 0 but still uses up both boxes and counts in
     M, as in V-Triune. All thresholds at once: the matching at ε is the prefix of
     :func:`greedy_pairs` with IoU ≥ ε.
     """
-    pred_idx, gt_idx, pair_iou = greedy_pairs(iou, float(thresholds.min()))
-    score = np.where(same_label[pred_idx, gt_idx], pair_iou, 0.0)
-    running = np.concatenate(([0.0], np.cumsum(score)))  # sequential sums, as Python's sum()
-    matches = (pair_iou[None, :] >= thresholds[:, None]).sum(axis=1)
-    return running[matches], matches
+    preds, gts, values = greedy_pairs(iou, thresholds[0])
+    running = [0.0]  # running[m]: Σ of the first m scores, summed in order as Python's sum()
+    for i, j, v in zip(preds, gts, values, strict=True):
+        running.append(running[-1] + (v if same_label[i, j] else 0.0))
+    negated = [-v for v in values]  # ascending
+    counts = [bisect_right(negated, -t) for t in thresholds]  # pairs with IoU ≥ t
+    return [running[m] for m in counts], counts
 
 
 def match_label_first(
-    iou: np.ndarray, same_label: np.ndarray, thresholds: np.ndarray, completeness_weight: float
+    iou: np.ndarray, same_label: np.ndarray, thresholds: Sequence[float], completeness_weight: float
 ) -> MatchScores:
     """Scores of the label-first matching at every threshold (see :func:`label_first_sums`)."""
     iou_sum, matches = label_first_sums(iou, same_label, thresholds)
@@ -187,7 +245,7 @@ def match_label_first(
 
 
 def match_iou_first(
-    iou: np.ndarray, same_label: np.ndarray, thresholds: np.ndarray, completeness_weight: float
+    iou: np.ndarray, same_label: np.ndarray, thresholds: Sequence[float], completeness_weight: float
 ) -> MatchScores:
     """Scores of the IoU-first matching at every threshold (see :func:`iou_first_sums`)."""
     iou_sum, matches = iou_first_sums(iou, same_label, thresholds)

@@ -26,14 +26,20 @@ Same decisions as calling math-verify directly, faster:
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import lru_cache
+from itertools import groupby
 from typing import Any
 
 import math_verify
 from latex2sympy2_extended import NormalizationConfig
+from latex2sympy2_extended.latex2sympy2 import normalize_latex
+from math_verify.parser import get_extraction_regexes
 from sympy import srepr
 
 from trainer.rewards.errors import RewardModelError
@@ -45,6 +51,9 @@ from trainer.rewards.tags import four_tag_format
 MAX_GROUND_TRUTH_CHARS = 2000
 MAX_GROUND_TRUTH_DEPTH = 32
 DECISION_CACHE_SIZE = 65536
+# prediction_key mirrors the extraction of this math-verify version; with another, it stands aside.
+_MIRRORS_MATH_VERIFY = importlib.metadata.version("math-verify") == "0.9.0"
+_LATEX_GROUP = re.compile(r"^(first|next[1-5])_latex")
 
 PRED_EXTRACTION = (
     math_verify.LatexExtractionConfig(
@@ -131,6 +140,61 @@ def _strings(items: tuple | list) -> set[str]:
     return {item.strip() for item in items if isinstance(item, str) and item.strip()}
 
 
+_NO_MATCH = ("", False)  # a response with no anchored answer: math-verify extracts nothing
+
+
+@lru_cache(maxsize=1)
+def _pattern_groups() -> list[list[tuple[re.Pattern[str], math_verify.LatexExtractionConfig]]]:
+    """The prediction's extraction patterns, by priority, as ``parse`` orders them."""
+    patterns = [
+        (pattern, target, priority)
+        for target_patterns, target in get_extraction_regexes(PRED_EXTRACTION)
+        for pattern, priority in target_patterns
+    ]
+    ordered = sorted(patterns, key=lambda entry: entry[2])
+    return [[(p, t) for p, t, _ in group] for _, group in groupby(ordered, key=lambda entry: entry[2])]
+
+
+def prediction_key(text: str) -> tuple[str, bool] | None:
+    """What math-verify's parse of ``text`` (lower-cased) depends on: (normalised LaTeX, percent).
+
+    ``parse(..., extraction_mode="first_match")`` extracts only the top match (rightmost end,
+    then leftmost start) of the highest-priority pattern group that matches; for a match of one
+    LaTeX group its result is [latex2sympy(normalised), normalised] (or just the string when
+    latex2sympy fails), a function of the normalised string and of the percent flag alone. So
+    two responses with the same key get the same decision, and a key whose string equals the
+    ground truth's is a match (``verify`` compares the string forms too). Follows math-verify
+    0.9.0's ``extract_target_from_pred`` and ``extract_latex``; ``None`` (use the full parse)
+    for another version, a match of several groups, or any error.
+    """
+    if not _MIRRORS_MATH_VERIFY:
+        return None
+    try:
+        for group in _pattern_groups():
+            best, best_key, best_target = None, (-1, 0), None
+            for pattern, target in group:
+                for match in pattern.finditer(text):
+                    position = (match.end(), -match.start())
+                    if position > best_key:  # strict: the first of equal positions, as a stable sort
+                        best, best_key, best_target = match, position, target
+            if best is None:
+                continue
+            groups = best.groupdict()
+            found = [(name, value) for name, value in groups.items() if value and _LATEX_GROUP.match(name)]
+            if len(found) != 1:
+                return None
+            name, latex = found[0]
+            prefix, _, kind = name.partition("_")
+            config = best_target.normalization_config
+            if kind == "latexBoxed":
+                config = replace(config, boxed="last")
+            percent = bool(groups.get(f"{prefix}_percent"))
+            return normalize_latex(latex, config=config), percent
+        return _NO_MATCH
+    except Exception:
+        return None
+
+
 def math_accuracy(response: str, gold_text: str) -> float:
     """1.0 iff math-verify accepts ``response`` for the ground truth ``gold_text``.
 
@@ -146,20 +210,33 @@ def math_accuracy(response: str, gold_text: str) -> float:
         raise RewardModelError(
             "reward_model.ground_truth", f"ground truth does not parse: {gold_text[:200]!r}"
         )
-    pred = parse_prediction(response)
-    if not pred:
-        return 0.0
-    if _strings(gold) & _strings(pred):  # verify's string comparison of the pair is True
-        return 1.0
-    try:
-        key = (gold_text, tuple(_key(item) for item in pred))
-    except RecursionError:  # srepr of a pathological expression
-        key = None
-    if key is not None:
+    gold_strings = _strings(gold)
+    key: tuple | None = None  # where the decision is cached
+    answer = prediction_key(response.lower())
+    if answer is not None:
+        if answer == _NO_MATCH:
+            return 0.0
+        if answer[0].strip() in gold_strings:  # the same string form: verify is True, no sympy
+            return 1.0
+        key = (gold_text, "answer", *answer)
         cached = _DECISIONS.get(key)
         if cached is not None:
             return 1.0 if cached else 0.0
-    decision = verify(list(gold), pred)
+    pred = parse_prediction(response)
+    if not pred:
+        return 0.0
+    if gold_strings & _strings(pred):
+        decision = True
+    else:
+        if answer is None:
+            try:
+                key = (gold_text, "parsed", tuple(_key(item) for item in pred))
+            except RecursionError:  # srepr of a pathological expression
+                key = None
+            cached = _DECISIONS.get(key) if key is not None else None
+            if cached is not None:
+                return 1.0 if cached else 0.0
+        decision = verify(list(gold), pred)
     if key is not None:
         _DECISIONS.put(key, decision)
     return 1.0 if decision else 0.0

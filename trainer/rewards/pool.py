@@ -90,7 +90,9 @@ class RewardPool:
 
     ``workers``: processes (default: CPU count). ``timeout_s``: time limit of one sample.
     ``memory_limit_mb``: address space a worker may add after start-up (None: no cap).
-    ``max_chunk``: most samples sent to a worker at once.
+    ``max_chunk``: most samples sent to a worker at once. ``imports``: modules each worker imports
+    at start, e.g. the ones that register custom verifiers (a verifier registered only in the
+    calling process is unknown to the workers).
 
     >>> model = {"verifier": "mathverify", "ground_truth": "\\\\boxed{2}"}
     >>> with RewardPool(workers=1, timeout_s=30) as pool:  # doctest: +SKIP
@@ -106,6 +108,7 @@ class RewardPool:
         memory_limit_mb: int | None = 2048,
         max_chunk: int = 16,
         start_method: str | None = None,
+        imports: Sequence[str] = (),
     ) -> None:
         workers = (os.cpu_count() or 1) if workers is None else workers
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -120,6 +123,7 @@ class RewardPool:
         self.timeout_s = float(timeout_s)
         self.memory_limit_mb = memory_limit_mb
         self.max_chunk = max_chunk
+        self.imports = tuple(imports)
         self.timeouts = 0  # samples killed for running past timeout_s
         self.crashes = 0  # samples whose worker died
         self.restarts = 0  # workers started to replace one
@@ -149,10 +153,10 @@ class RewardPool:
         order = sorted(range(len(items)), key=lambda i: _group_key(items[i]))
         tasks = [_Task(next(self._ids), i, items[i], batch) for i in order]
         with self._lock:
-            if self._closing:
-                raise RuntimeError("the reward pool is closed")
             if self._broken:
                 raise RuntimeError(f"the reward pool is broken: {self._broken}")
+            if self._closing:
+                raise RuntimeError("the reward pool is closed")
             self._pending.extend(tasks)
         self._wake()
         while not batch.done.wait(1.0):
@@ -193,7 +197,10 @@ class RewardPool:
 
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker_main, args=(child, self.memory_limit_mb), name="reward-worker", daemon=True
+            target=worker_main,
+            args=(child, self.memory_limit_mb, self.imports),
+            name="reward-worker",
+            daemon=True,
         )
         process.start()
         child.close()
@@ -214,24 +221,24 @@ class RewardPool:
 
     def _assign(self) -> None:
         for worker in self._workers:
-            if not worker.ready or worker.busy:
-                continue
-            with self._lock:
-                if not self._pending:
-                    return
-                size = max(1, min(self.max_chunk, math.ceil(len(self._pending) / (2 * self.workers))))
-                chunk = [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
-            data = self._pickle(chunk)
-            if data is None:
-                continue
-            worker.chunk, worker.done, worker.progress = chunk, 0, time.monotonic()
-            try:
-                worker.conn.send_bytes(data)
-            except OSError:  # the worker died meanwhile: its chunk goes back to the queue
+            while worker.ready and not worker.busy:
                 with self._lock:
-                    self._pending.extendleft(reversed(chunk))
-                worker.chunk, worker.done = [], 0
-                self._replace(worker, "error: reward worker died")
+                    if not self._pending:
+                        return
+                    size = max(1, min(self.max_chunk, math.ceil(len(self._pending) / (2 * self.workers))))
+                    chunk = [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
+                data = self._pickle(chunk)
+                if data is None:
+                    continue  # the unpicklable requests are answered; the rest went back to the queue
+                worker.chunk, worker.done, worker.progress = chunk, 0, time.monotonic()
+                try:
+                    worker.conn.send_bytes(data)
+                except OSError:  # the worker died meanwhile: its chunk goes back to the queue
+                    with self._lock:
+                        self._pending.extendleft(reversed(chunk))
+                    worker.chunk, worker.done = [], 0
+                    self._replace(worker, "error: reward worker died")
+                    break
 
     def _pickle(self, chunk: list[_Task]) -> bytes | None:
         """The chunk as the worker reads it; a request that cannot be pickled scores 0 with an error."""
@@ -310,25 +317,29 @@ class RewardPool:
                 self._replace(worker, "error: reward worker did not start")
 
     def _replace(self, worker: _Worker, error: str) -> None:
-        """Kill ``worker``; its current task gets ``error``, the rest of its chunk is queued again."""
+        """Kill ``worker`` and start another in its place; its current task gets ``error``, the
+        rest of its chunk is queued again."""
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(5)
         worker.conn.close()
+        if not worker.ready:
+            self._start_failures += 1
+        index = self._workers.index(worker)
+        if self._start_failures >= MAX_START_FAILURES:
+            del self._workers[index]
+        else:
+            self._workers[index] = self._start_worker()  # in place before anyone hears of the failure
+            self.restarts += 1
         if worker.busy:
             current = worker.chunk[worker.done]
+            with self._lock:
+                self._pending.extendleft(reversed(worker.chunk[worker.done + 1 :]))
             if error != TIMEOUT:
                 self.crashes += 1
             self._finish(current, zero_result(current.request, error))
-            with self._lock:
-                self._pending.extendleft(reversed(worker.chunk[worker.done + 1 :]))
-        if not worker.ready:
-            self._start_failures += 1
-        self._workers.remove(worker)
         if self._start_failures >= MAX_START_FAILURES:
             raise RuntimeError(f"reward workers keep failing to start ({error})")
-        self._workers.append(self._start_worker())
-        self.restarts += 1
 
     def _finish(self, task: _Task, result: RewardResult) -> None:
         batch = task.batch

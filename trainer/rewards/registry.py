@@ -157,6 +157,8 @@ def verifier_parm(reward_model: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def is_number(value: object) -> bool:
     """A finite real number that is not a bool."""
+    if type(value) is float or type(value) is int:  # the common case, without the ABC check
+        return math.isfinite(value)
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from numbers import Real
 
 from trainer.rewards.errors import IoUScheduleError
@@ -73,6 +74,19 @@ def parse_schedule(schedule: Schedule | IoUSchedule) -> IoUSchedule:
     """
     if isinstance(schedule, IoUSchedule):
         return schedule
+    if isinstance(schedule, bool):
+        raise IoUScheduleError(f"the IoU threshold must be a number in (0, 1], got {schedule!r}")
+    if isinstance(schedule, str | float | int):
+        return _parse_scalar(schedule)
+    if isinstance(schedule, Sequence) and not isinstance(schedule, bytes | bytearray):
+        return IoUSchedule(_parse_steps(schedule))
+    raise IoUScheduleError(
+        f"IoU schedule must be a string, a number or a list, got {type(schedule).__name__}"
+    )
+
+
+@lru_cache(maxsize=64)
+def _parse_scalar(schedule: str | float) -> IoUSchedule:
     if isinstance(schedule, str):
         name = schedule.strip().lower()
         if name == "dynamic":
@@ -87,13 +101,7 @@ def parse_schedule(schedule: Schedule | IoUSchedule) -> IoUSchedule:
                 f"[fraction, threshold] steps, got {schedule!r}"
             ) from None
         return IoUSchedule(((1.0, _check_threshold(value, "the IoU threshold")),))
-    if _is_number(schedule) or isinstance(schedule, Real):
-        return IoUSchedule(((1.0, _check_threshold(schedule, "the IoU threshold")),))  # type: ignore[arg-type]
-    if isinstance(schedule, Sequence) and not isinstance(schedule, bytes | bytearray):
-        return IoUSchedule(_parse_steps(schedule))
-    raise IoUScheduleError(
-        f"IoU schedule must be a string, a number or a list, got {type(schedule).__name__}"
-    )
+    return IoUSchedule(((1.0, _check_threshold(schedule, "the IoU threshold")),))
 
 
 def _parse_steps(schedule: Sequence) -> tuple[tuple[float, float], ...]:

@@ -125,7 +125,7 @@ class HFRolloutBackend:
             max_new_tokens=max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else temperature,
-            top_k=0,
+            top_k=None if greedy else 0,  # a top_k with greedy decoding only draws a warning
             top_p=1.0,
             num_beams=1,
             repetition_penalty=1.0,

@@ -178,7 +178,8 @@ def test_update_metrics_refuse_unknown_keys(key: str) -> None:
         update_metrics({key: 1.0})
     assert str(info.value) == (
         f"unknown update metric {key!r}; known: actor/clipfrac, actor/clipfrac_lower, actor/entropy, "
-        "actor/grad_norm, actor/kl, actor/lr, actor/pg_loss, grad_norm/<layer>"
+        "actor/grad_norm, actor/kl, actor/lr, actor/optimizer_steps, actor/pg_loss, actor/ppo_kl, "
+        "actor/skipped_steps, grad_norm/<layer>"
     )
 
 

@@ -1,0 +1,98 @@
+"""Builders and run policies: learning rates, update settings, setup checks, seeds, eval and NaN rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.config import load_config
+from trainer.engine.build import group_lrs, setup_problems, update_config
+from trainer.engine.loop import environment_problems, eval_due, nan_limit
+from trainer.engine.state import step_seed
+
+
+def config(*overrides: str):
+    return load_config("tiny-cpu-demo", list(overrides))
+
+
+def test_group_lrs_fall_back_to_algo_lr() -> None:
+    assert group_lrs(config("algo.lr=0.001", "model.lr.connector=0.5")) == {
+        "vit": 0.001,
+        "connector": 0.5,
+        "llm": 0.001,
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mini"),
+    [
+        ([], None),  # on-policy: one optimizer step over the whole batch
+        (["rollout.prompts_per_step=8", "algo.mini_batch_size=2", "rollout.n=4"], 8),  # 2 prompts x 4
+    ],
+)
+def test_update_config_counts_mini_batches_in_responses(overrides, mini) -> None:
+    update = update_config(config(*overrides))
+    assert update.mini_batch_size == mini
+    assert update.micro_batch_size == 16 and update.max_grad_norm == 1.0
+    assert (update.clip_low, update.clip_high, update.dual_clip_c) == (0.2, 0.28, 3.0)
+    assert update.kl_coef == 0.0
+
+
+def test_update_config_turns_kl_on_with_its_kind() -> None:
+    update = update_config(config("algo.kl.kind=k1", "algo.kl.coef=0.05", "rollout.temperature=0.7"))
+    assert (update.kl_kind, update.kl_coef, update.temperature) == ("k1", 0.05, 0.7)
+
+
+def test_setup_problems() -> None:
+    assert setup_problems(config()) == []
+    (problem,) = setup_problems(config("model.min_pixels=783"))
+    assert str(problem) == "model.min_pixels: must be at least 784 (one 28x28 cell), got 783"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environ", "expected"),
+    [
+        ([], {}, []),
+        (["rollout.backend=vllm"], {}, ["rollout.backend: 'vllm' is not available here; known: hf"]),
+        (
+            ["tracking.http={url: 'http://h:1', run_id: r}"],
+            {"TRIUNE_RUN_TOKEN": ""},
+            ["tracking.http.token_env: environment variable TRIUNE_RUN_TOKEN is empty or not set"],
+        ),
+        (["tracking.http={url: 'http://h:1', run_id: r}"], {"TRIUNE_RUN_TOKEN": "t"}, []),
+        (
+            ["reward.remote={urls: ['http://h:2'], token_env: RW}"],
+            {"TRIUNE_RUN_TOKEN": "t"},
+            ["reward.remote.token_env: environment variable RW is empty or not set"],
+        ),
+    ],
+)
+def test_environment_problems(overrides, environ, expected) -> None:
+    assert [str(p) for p in environment_problems(config(*overrides), environ)] == expected
+
+
+@pytest.mark.parametrize(("max_nan_steps", "limit"), [(0, 1), (1, 1), (3, 3)])
+def test_nan_limit(max_nan_steps: int, limit: int) -> None:
+    assert nan_limit(config(f"algo.max_nan_steps={max_nan_steps}")) == limit
+
+
+@pytest.mark.parametrize(
+    ("every", "step", "due"),
+    [
+        (10, 10, True),
+        (10, 11, False),
+        (10, 29, False),
+        (10, 30, True),
+        (7, 30, True),  # total_steps = 30: the last step is evaluated too
+        (0, 10, False),  # eval.every = 0: never during training
+        (0, 30, False),
+    ],
+)
+def test_eval_due(every: int, step: int, due: bool) -> None:
+    assert eval_due(config(f"eval.every={every}", "total_steps=30"), step) is due
+
+
+def test_step_seed_is_stable_and_separates_steps_runs_and_purposes() -> None:
+    seeds = {step_seed(0, 0), step_seed(0, 1), step_seed(1, 0), step_seed(0, 0, "shuffle")}
+    assert len(seeds) == 4
+    assert all(0 <= s < 2**31 for s in seeds)
+    assert step_seed(7, 3) == step_seed(7, 3)

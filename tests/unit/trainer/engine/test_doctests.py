@@ -1,0 +1,22 @@
+"""The examples in the engine modules' docstrings hold."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "trainer.engine.build",
+    "trainer.engine.preflight",
+    "trainer.engine.scoring",
+    "trainer.engine.state",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted > 0

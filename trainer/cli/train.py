@@ -1,0 +1,151 @@
+"""``python -m trainer train``: run GRPO training from a config (or preset) or a run spec.
+
+Exit status: 0 when the run finished, 2 when it could not start (an invalid config, a missing
+file, data that fails the pre-flight checks; every problem is listed and nothing was
+trained), 1 when it stopped on the way (too many non-finite losses in a row, too many
+unusable rows), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trainer.config import (
+    ConfigError,
+    ConfigProblem,
+    ResolvedSource,
+    RunSpec,
+    TrainConfig,
+    apply_overrides,
+    build_run_spec,
+    check_model_path,
+    config_from_dict,
+    config_to_yaml,
+    load_config,
+    load_run_spec,
+)
+from trainer.config.errors import config_error_from_validation
+from trainer.config.loader import resolve_config_path
+
+LOCAL_RUN_ID = "local"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``train`` command."""
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="YAML config file or preset name (tiny-cpu-demo, vtriune-7b, ...)")
+    what.add_argument("--spec", help="run spec JSON (path or fsspec URI) written by the platform")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set rollout.n=4 (repeatable)",
+    )
+    parser.add_argument("--output-dir", help="where metrics and the resolved config go (config: output_dir)")
+    parser.add_argument(
+        "--steps",
+        type=_positive,
+        help="run at most this many steps now; schedules stay relative to total_steps",
+    )
+    parser.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+
+
+def _with_spec(uri: str, overrides: list[str]) -> tuple[TrainConfig, list[ResolvedSource]]:
+    spec = load_run_spec(uri)
+    if not overrides:
+        problems = check_model_path(spec.config)
+        if problems:
+            raise ConfigError(uri, problems)
+        return spec.config, list(spec.sources)
+    origin = f"{uri} with overrides {' '.join(overrides)}"
+    data = apply_overrides(spec.config.model_dump(mode="json"), overrides)
+    config = config_from_dict(data, origin)
+    payload = {"run_id": spec.run_id, "config": config.model_dump(), "sources": spec.sources}
+    try:
+        spec = RunSpec.model_validate(payload)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, RunSpec, origin) from None
+    problems = check_model_path(spec.config)
+    if problems:
+        raise ConfigError(origin, problems)
+    return spec.config, list(spec.sources)
+
+
+def resolve(args: argparse.Namespace) -> tuple[TrainConfig, list[ResolvedSource]]:
+    """The config and its resolved data files; raises :class:`ConfigError` with every problem."""
+    if args.spec is not None:
+        config, sources = _with_spec(args.spec, args.overrides)
+    else:
+        config = load_config(args.config, args.overrides)
+        try:
+            sources = list(build_run_spec(config, run_id=LOCAL_RUN_ID).sources)
+        except ConfigError as exc:  # name the file the user gave, not the run id
+            origin = str(resolve_config_path(args.config))
+            if args.overrides:
+                origin += " with overrides " + " ".join(args.overrides)
+            raise ConfigError(origin, exc.problems) from None
+    if args.output_dir is not None:
+        if not args.output_dir.strip():
+            raise ConfigError("--output-dir", [ConfigProblem("", "must not be empty")])
+        config = config.model_copy(update={"output_dir": args.output_dir})
+    return config, sources
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve, check, train; print one line per problem and return the exit status."""
+    try:
+        config, sources = resolve(args)
+    except ConfigError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from trainer.engine import PreflightError, TrainingStopped, open_session, run_loop
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    try:
+        session = open_session(config, sources)
+    except PreflightError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    with session:
+        out = session.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+        print(
+            f"train: {len(sources)} source(s), {session.rows_checked} row(s) checked, output in {out}",
+            flush=True,
+        )
+        try:
+            summary = run_loop(session, max_steps=args.steps)
+        except (TrainingStopped, PreflightError) as exc:
+            print(f"train: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"train: interrupted after step {session.state.step}", file=sys.stderr)
+            return 130
+    elapsed = time.perf_counter() - started
+    metrics_file = Path(out) / config.tracking.jsonl if config.tracking.jsonl else None
+    where = f"; metrics in {metrics_file}" if metrics_file is not None else ""
+    print(f"train: finished {summary.steps} step(s) in {elapsed:.1f} s{where}", flush=True)
+    return 0

@@ -1,0 +1,53 @@
+"""The GRPO engine: one training step read top to bottom, the loop around it, pre-flight checks.
+
+- :func:`open_session` checks and builds a run (raises :class:`PreflightError` with every problem);
+- :func:`run_loop` evaluates and trains it; :func:`train_step` is one step;
+- :class:`TrainState` holds what a step advances (model, optimizer, scheduler, sampler, step).
+"""
+
+from trainer.engine.build import (
+    Runtime,
+    build_model,
+    build_optimizer,
+    build_processor_for,
+    build_state,
+    update_config,
+)
+from trainer.engine.errors import PreflightError, Problem, TrainingStopped
+from trainer.engine.evaluate import evaluate
+from trainer.engine.loop import RunSummary, Session, open_session, run_loop
+from trainer.engine.preflight import box_frame_warning, boxes_outside, preflight
+from trainer.engine.scoring import build_scorer, register_scorer, reward_model_for_coordinates
+from trainer.engine.sources import SourceData, load_sources
+from trainer.engine.state import TrainState, step_seed
+from trainer.engine.step import StepResult, grpo_advantages, train_step
+
+__all__ = [
+    "PreflightError",
+    "Problem",
+    "RunSummary",
+    "Runtime",
+    "Session",
+    "SourceData",
+    "StepResult",
+    "TrainState",
+    "TrainingStopped",
+    "box_frame_warning",
+    "boxes_outside",
+    "build_model",
+    "build_optimizer",
+    "build_processor_for",
+    "build_scorer",
+    "build_state",
+    "evaluate",
+    "grpo_advantages",
+    "load_sources",
+    "open_session",
+    "preflight",
+    "register_scorer",
+    "reward_model_for_coordinates",
+    "run_loop",
+    "step_seed",
+    "train_step",
+    "update_config",
+]

@@ -1,0 +1,266 @@
+"""A training run: set up (with pre-flight checks), evaluate, step, stop.
+
+:func:`open_session` builds everything and refuses to start with a list of problems
+(:class:`~trainer.engine.errors.PreflightError`) before any model runs; :func:`run_loop`
+then evaluates before training and every ``eval.every`` steps, runs the steps, warns once
+about predicted boxes outside the configured frame, and stops with
+:class:`~trainer.engine.errors.TrainingStopped` after ``algo.max_nan_steps`` steps in a row
+whose update hit a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.config import ResolvedSource, TrainConfig
+from trainer.data.prompt_pool import PromptPool
+from trainer.engine.build import (
+    Runtime,
+    build_model,
+    build_processor_for,
+    build_state,
+    device_for_run,
+    pad_token_id,
+    reference_model,
+    setup_problems,
+    update_config,
+)
+from trainer.engine.errors import PreflightError, Problem, TrainingStopped
+from trainer.engine.evaluate import evaluate
+from trainer.engine.preflight import (
+    DEFAULT_SAMPLE_ROWS,
+    MIN_BOXES,
+    box_frame_warning,
+    boxes_outside,
+    predicted_boxes,
+    preflight,
+)
+from trainer.engine.scoring import build_scorer, scorer_name
+from trainer.engine.sources import load_sources
+from trainer.engine.state import TrainState
+from trainer.engine.step import StepResult, train_step
+from trainer.monitor import Metrics
+from trainer.rollout import backend_names, build_backend
+from trainer.tracking import ConsoleSink, MultiSink, build_tracker
+
+# Steps whose detection responses are pooled for the box-frame check before it gives up.
+BOX_CHECK_STEPS = 5
+
+
+@dataclass
+class Session:
+    """A run ready to step: its state and its runtime. Close it to stop the reward workers."""
+
+    state: TrainState
+    runtime: Runtime
+    output_dir: Path
+    rows_checked: int = 0
+
+    def close(self) -> None:
+        try:
+            self.runtime.scorer.close()
+        finally:
+            self.runtime.tracker.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> list[Problem]:
+    """Registry names and secrets the run needs, checked before anything starts."""
+    problems = []
+    if config.rollout.backend not in backend_names():
+        problems.append(
+            Problem(
+                "rollout.backend",
+                f"{config.rollout.backend!r} is not available here; known: {', '.join(backend_names())}",
+            )
+        )
+    http = config.tracking.http
+    if http is not None and not environ.get(http.token_env):
+        problems.append(
+            Problem("tracking.http.token_env", f"environment variable {http.token_env} is empty or not set")
+        )
+    remote = config.reward.remote
+    if remote is not None and not environ.get(remote.token_env):
+        problems.append(
+            Problem("reward.remote.token_env", f"environment variable {remote.token_env} is empty or not set")
+        )
+    return problems
+
+
+def open_session(
+    config: TrainConfig,
+    sources: Sequence[ResolvedSource],
+    *,
+    output_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+) -> Session:
+    """Check, load and build everything; raises :class:`PreflightError` listing every problem found.
+
+    Nothing is started (no reward worker, no metrics file) until every check passed.
+    """
+    env = os.environ if environ is None else environ
+    problems = setup_problems(config) + environment_problems(config, env)
+    if problems:
+        raise PreflightError(problems, "cannot start")
+    data = load_sources(sources, test_fraction=config.data.test_fraction, seed=config.seed)
+    try:
+        processor = build_processor_for(config)
+    except (OSError, ValueError) as exc:
+        raise PreflightError([Problem("model.path", str(exc))], "cannot start") from None
+    rows_checked = preflight(data, processor, config, sample_rows=sample_rows)
+    model = build_model(config, device_for_run())
+    backend = build_backend(config.rollout.backend, model=model, processor=processor)
+    out = Path(output_dir if output_dir is not None else config.output_dir)
+    tracker = build_tracker(config.tracking, output_dir=out, total_steps=config.total_steps, environ=env)
+    try:
+        scorer = build_scorer(scorer_name(config.reward), config.reward, env)
+    except BaseException:
+        tracker.close()
+        raise
+    runtime = Runtime(
+        config=config,
+        sources=data,
+        processor=processor,
+        backend=backend,
+        scorer=scorer,
+        tracker=tracker,
+        pool=PromptPool(config.seed) if config.data.prompt_pool else None,
+        update=update_config(config),
+        pad_token_id=pad_token_id(processor),
+        ref_model=reference_model(model, config),
+    )
+    return Session(build_state(config, model, data), runtime, out, rows_checked)
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_loop` did."""
+
+    steps: int = 0  # training steps run by this call
+    skipped_updates: int = 0  # optimizer steps skipped for non-finite losses
+    evaluations: int = 0
+    warnings: list[str] = field(default_factory=list)
+    last_metrics: Metrics = field(default_factory=dict)
+
+
+def _has_console(rt: Runtime) -> bool:
+    tracker = rt.tracker
+    sinks = tracker.sinks if isinstance(tracker, MultiSink) else [tracker]
+    return any(isinstance(sink, ConsoleSink) for sink in sinks)
+
+
+def _event(rt: Runtime, kind: str, message: str, step: int, *, warn: bool = False) -> None:
+    """Record an event; a warning also goes to stderr when no console sink prints events."""
+    rt.tracker.log_event(kind, message, step=step)
+    if warn and not _has_console(rt):
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _report_bad_rows(rt: Runtime, bad: Sequence[Problem], step: int) -> None:
+    for problem in bad:
+        _event(rt, "bad_row", str(problem), step, warn=True)
+
+
+def _evaluate(rt: Runtime, state: TrainState, summary: RunSummary) -> Metrics:
+    metrics, bad = evaluate(rt, step=state.step)
+    _report_bad_rows(rt, bad, state.step)
+    summary.evaluations += 1
+    finals = {s: v for (s, k), v in sorted(metrics.items(), key=str) if k == "eval/final" and s is not None}
+    text = ", ".join(f"{s} {v:.3f}" for s, v in finals.items()) or "no test rows"
+    _event(rt, "eval", f"greedy eval/final: {text}", state.step)
+    return metrics
+
+
+def eval_due(config: TrainConfig, step: int) -> bool:
+    """Whether to evaluate after ``step`` (1-based): every ``eval.every`` steps and after the last one."""
+    every = config.eval.every
+    return every > 0 and (step % every == 0 or step == config.total_steps)
+
+
+class _BoxFrameCheck:
+    """Pools predicted boxes over the first steps until a verdict on their frame is possible."""
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[np.ndarray, tuple[int, int]]] = []
+        self.steps = 0
+        self.done = False
+
+    def feed(self, rt: Runtime, result: StepResult) -> str | None:
+        if self.done:
+            return None
+        self.steps += 1
+        self.boxes += predicted_boxes(
+            (result.items[r.prompt_index].verifier, r.response_text, r.image_size) for r in result.rollouts
+        )
+        coordinates = rt.config.data.box_coordinates
+        outside, total = boxes_outside(self.boxes, coordinates)
+        message = box_frame_warning(outside, total, coordinates)
+        if message is not None or total >= MIN_BOXES or self.steps >= BOX_CHECK_STEPS:
+            self.done = True
+        return message
+
+
+def nan_limit(config: TrainConfig) -> int:
+    """Steps in a row with a skipped update after which the run stops (``algo.max_nan_steps``, at least 1)."""
+    return max(1, config.algo.max_nan_steps)
+
+
+def run_loop(session: Session, *, max_steps: int | None = None) -> RunSummary:
+    """Train until ``total_steps`` (or ``max_steps`` more steps); returns what happened.
+
+    Raises :class:`TrainingStopped` when ``algo.max_nan_steps`` steps in a row skipped their update.
+    """
+    state, rt = session.state, session.runtime
+    config = rt.config
+    last = config.total_steps if max_steps is None else min(config.total_steps, state.step + max_steps)
+    summary = RunSummary()
+    if config.eval.before_training and state.step == 0:
+        rt.tracker.log(0, _evaluate(rt, state, summary))
+    box_check = _BoxFrameCheck()
+    while state.step < last:
+        result = train_step(state, rt)
+        summary.steps += 1
+        summary.skipped_updates += result.skipped_updates
+        _report_bad_rows(rt, result.bad_rows, state.step)
+        metrics = dict(result.metrics)
+        if result.skipped_updates:
+            _event(
+                rt,
+                "nan_step",
+                f"non-finite loss or gradient norm: {result.skipped_updates} optimizer step(s) skipped "
+                f"({state.nan_streak} step(s) in a row; the run stops at {nan_limit(config)})",
+                state.step,
+                warn=True,
+            )
+        if eval_due(config, state.step):
+            metrics |= _evaluate(rt, state, summary)
+        rt.tracker.log(state.step, metrics)
+        summary.last_metrics = metrics
+        warning = box_check.feed(rt, result)
+        if warning is not None:
+            summary.warnings.append(warning)
+            _event(rt, "box_frame", warning, state.step, warn=True)
+        if state.nan_streak >= nan_limit(config):
+            message = (
+                f"stopped at step {state.step}: {state.nan_streak} steps in a row had a NaN/Inf loss or "
+                f"gradient norm (algo.max_nan_steps = {config.algo.max_nan_steps}); lower algo.lr, check "
+                "the data of the last steps, or train in float32"
+            )
+            rt.tracker.log_event("stopped", message, step=state.step)
+            raise TrainingStopped(message)
+    rt.tracker.log_event(
+        "finished", f"{summary.steps} step(s), {summary.skipped_updates} skipped update(s)", step=state.step
+    )
+    return summary
