@@ -94,3 +94,95 @@ def client_for(db):
         return client
 
     return make
+
+
+@pytest.fixture
+def add_member(db):
+    """Add ``user`` to ``project`` with ``role`` (owner, member or viewer)."""
+    from control.services.projects import project_member_set
+
+    def add(project, user, role: str = "member"):
+        return project_member_set(project=project, username=user.username, role=role)
+
+    return add
+
+
+@pytest.fixture
+def viewer(make_user, add_member, project):
+    """A user who may read ``project`` but not write to it."""
+    person = make_user("victor")
+    add_member(project, person, "viewer")
+    return person
+
+
+@pytest.fixture
+def make_run(db, make_source):
+    """A pending run of ``project`` over ``sources`` (one fresh source when none is given)."""
+    from control.services.runs import SourceWeight, run_create
+
+    def make(project, *, user=None, sources=None, name: str | None = None, total_steps: int = 10):
+        sources = sources or [make_source(project, name=f"src_{next(_counter)}")]
+        return run_create(
+            project=project,
+            user=user or project.created_by,
+            name=name or f"run {next(_counter)}",
+            sources=[SourceWeight(source, 1.0) for source in sources],
+            total_steps=total_steps,
+        )
+
+    return make
+
+
+@pytest.fixture
+def run(make_run, project):
+    return make_run(project)
+
+
+@pytest.fixture
+def run_client_for(db):
+    """An API client authenticated with a run-scoped token, as a training job holds."""
+    from rest_framework.test import APIClient
+
+    from control.services.tokens import api_token_create
+
+    def make(run):
+        _, raw = api_token_create(user=run.created_by, name=f"run {run.pk}", run=run)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def make_rule(db):
+    """An enabled alert rule of ``project``; fields override the defaults (reward/accuracy below 0.5)."""
+    from control.services.alerts import alert_rule_create
+
+    def make(project, **fields):
+        values = {
+            "name": f"rule {next(_counter)}",
+            "key": "reward/accuracy",
+            "source": "",
+            "condition": "below",
+            "threshold": 0.5,
+            "window": 1,
+            "cooldown_seconds": 0,
+        }
+        values.update(fields)
+        return alert_rule_create(project=project, user=project.created_by, **values)
+
+    return make
+
+
+@pytest.fixture
+def ingest(db):
+    """Ingest points through the service: ``ingest(run, (step, key, source, value), ...)``."""
+    from control.services.metrics import PointIn, metric_points_ingest
+
+    def do(run, *points):
+        return metric_points_ingest(
+            run=run, points=[PointIn(step=s, key=k, source=src, value=v) for s, k, src, v in points]
+        )
+
+    return do

@@ -52,6 +52,13 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # The base class raises on a binary or empty frame, which drops the connection.
+        if not text_data:
+            await self.send_json({"type": "error", "message": "send text frames holding JSON"})
+            return
+        await super().receive(text_data=text_data, **kwargs)
+
     async def receive_json(self, content, **kwargs) -> None:
         if not isinstance(content, dict) or content.get("type") != "catch_up":
             await self.send_json(
@@ -75,5 +82,5 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def decode_json(cls, text_data):
         try:
             return json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the recursion limit
             return None

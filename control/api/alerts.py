@@ -8,7 +8,7 @@ from control.api.base import ProjectApi, StrictSerializer, paginated, query_int
 from control.models import Alert, AlertRule
 from control.selectors.alerts import alert_rules_list, alerts_list
 from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
-from control.services.alerts import alert_acknowledge, alert_resolve, alert_rule_create
+from control.services.alerts import alert_acknowledge, alert_resolve, alert_rule_create, alert_rule_update
 
 RULE_FIELDS = [
     "name",
@@ -105,9 +105,7 @@ class AlertRuleDetailApi(ProjectApi):
         check_can_write(user=request.user, project=rule.project)
         data = AlertRulePatchInput(data=request.data)
         data.is_valid(raise_exception=True)
-        for name, value in data.validated_data.items():
-            setattr(rule, name, value)
-        rule.save()
+        rule = alert_rule_update(rule=rule, **data.validated_data)
         return Response(AlertRuleOutput(rule).data)
 
     @extend_schema(responses={204: None})

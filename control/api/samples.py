@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from PIL import Image
 from rest_framework import serializers
@@ -49,7 +50,8 @@ class SampleListApi(ProjectApi):
             OpenApiParameter("split", str, enum=["train", "test"]),
             OpenApiParameter("offset", int),
             OpenApiParameter("limit", int, description=f"at most {MAX_PAGE}"),
-        ]
+        ],
+        responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request, source_id: int):
         source = _source_for(request, source_id)
@@ -98,7 +100,7 @@ class ScoreInput(StrictSerializer):
 class SampleScoreApi(ProjectApi):
     """Score a pasted model response against one sample with the sample's own verifier."""
 
-    @extend_schema(request=ScoreInput)
+    @extend_schema(request=ScoreInput, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, source_id: int, split: str, index: int):
         source = _source_for(request, source_id)
         data = ScoreInput(data=request.data)

@@ -42,6 +42,18 @@ def alert_rule_create(*, project: Project, user: AbstractBaseUser, **fields) -> 
         raise Conflict(f"an alert rule named {fields.get('name')!r} already exists in this project") from exc
 
 
+def alert_rule_update(*, rule: AlertRule, **fields) -> AlertRule:
+    """Change a rule's settings; renaming it to a name taken in its project is a conflict."""
+    for name, value in fields.items():
+        setattr(rule, name, value)
+    try:
+        with transaction.atomic():
+            rule.save()
+    except IntegrityError as exc:
+        raise Conflict(f"an alert rule named {rule.name!r} already exists in this project") from exc
+    return rule
+
+
 def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
     """Evaluate the project's enabled rules on newly ingested points of ``run``.
 
@@ -86,15 +98,19 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
                 continue
             value = point.value if point.value is not None and math.isfinite(point.value) else None
             where = f" on source {source}" if source else ""
-            alert = Alert.objects.create(
-                rule=rule,
-                run=run,
-                source=source,
-                step=point.step,
-                value=value,
-                message=f"{rule.name}: {key}{where} is {point.value} at step {point.step} "
-                f"({rule.get_condition_display().replace('threshold', str(rule.threshold))})",
-            )
+            try:
+                with transaction.atomic():
+                    alert = Alert.objects.create(
+                        rule=rule,
+                        run=run,
+                        source=source,
+                        step=point.step,
+                        value=value,
+                        message=f"{rule.name}: {key}{where} is {point.value} at step {point.step} "
+                        f"({rule.get_condition_display().replace('threshold', str(rule.threshold))})",
+                    )
+            except IntegrityError:
+                continue  # a concurrent ingest of this run opened the same alert first: de-duplicated
             fired.append(alert)
             transaction.on_commit(lambda a=alert: enqueue_task(ALERT_DELIVER_TASK, a.pk))
             transaction.on_commit(

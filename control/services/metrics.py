@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Max
 
-from control.errors import Conflict
+from control.errors import DomainError
 from control.models import MetricPoint, Run
 from control.services.alerts import alert_rules_evaluate
 from control.services.broadcast import broadcast_to_run
@@ -42,7 +42,10 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
     the run's channel group once the transaction commits.
     """
     if len(points) > MAX_POINTS_PER_REQUEST:
-        raise Conflict(f"at most {MAX_POINTS_PER_REQUEST} points per request, got {len(points)}")
+        raise DomainError(f"at most {MAX_POINTS_PER_REQUEST} points per request, got {len(points)}")
+    # The last occurrence of a (step, key, source) wins, as in a replay: one INSERT ... ON CONFLICT
+    # cannot update the same row twice.
+    latest = {(p.step, p.key, p.source): p for p in points}
     rows = [
         MetricPoint(
             run=run,
@@ -51,7 +54,7 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
             source=p.source,
             value=p.value if p.value is not None and math.isfinite(p.value) else None,
         )
-        for p in points
+        for p in latest.values()
     ]
     MetricPoint.objects.bulk_create(
         rows,
@@ -63,10 +66,11 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
     if top > run.last_step:
         Run.objects.filter(pk=run.pk, last_step__lt=top).update(last_step=top)
     alert_rules_evaluate(run=run, points=points)
-    payload = [point_payload(p) for p in points]
+    payload = [point_payload(row) for row in rows]
     transaction.on_commit(lambda: broadcast_to_run(run.pk, {"type": "metrics.points", "points": payload}))
     return len(rows)
 
 
 def run_last_step(*, run: Run) -> int:
-    return MetricPoint.objects.filter(run=run).aggregate(m=Max("step"))["m"] or -1
+    top = MetricPoint.objects.filter(run=run).aggregate(m=Max("step"))["m"]
+    return -1 if top is None else top

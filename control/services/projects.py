@@ -49,6 +49,9 @@ def project_member_set(*, project: Project, username: str, role: str) -> Project
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
         raise NotFound(f"no user named {username!r}")
+    owners = project.memberships.filter(role=ProjectMembership.Role.OWNER)
+    if role != ProjectMembership.Role.OWNER and list(owners.values_list("user_id", flat=True)) == [user.pk]:
+        raise Conflict(f"{username} is the last owner of this project; make another member owner first")
     try:
         membership, _ = ProjectMembership.objects.update_or_create(
             project=project, user=user, defaults={"role": role}

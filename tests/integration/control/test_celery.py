@@ -1,0 +1,174 @@
+"""Celery tasks on a real worker over the real Redis broker (the app of control.celery).
+
+Each test's worker consumes a queue of its own name, the app's default queue for the
+test, so another test run on the same Redis can neither take these tasks nor feed
+this worker its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WAIT = 30  # seconds a task may take before the test fails (a cold worker on a busy machine)
+
+
+@pytest.fixture
+def worker():
+    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the start-up check
+    from celery.contrib.testing.worker import start_worker
+
+    from control.celery import app
+
+    queue = f"triune-test-{uuid.uuid4().hex}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        with start_worker(app, pool="solo", concurrency=1, queues=[queue], loglevel="WARNING") as started:
+            yield SimpleNamespace(app=app, queue=queue, worker=started)
+    finally:
+        app.conf.task_default_queue = previous
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP endpoint standing in for a Slack incoming webhook; ``status`` sets its answer."""
+    hits: list[dict] = []
+    arrived = threading.Event()
+    state = {"status": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            hits.append({"path": self.path, "content_type": self.headers.get("Content-Type"), "body": body})
+            self.send_response(state["status"])
+            self.end_headers()
+            self.wfile.write(b"ok")
+            arrived.set()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(
+            url=f"http://127.0.0.1:{server.server_port}/services/T000/B000/XXXX",
+            hits=hits,
+            arrived=arrived,
+            state=state,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _expected_payload(alert, run) -> dict:
+    from django.conf import settings
+
+    return {
+        "text": f":rotating_light: {alert.message}",
+        "attachments": [{"title": run.name, "title_link": f"{settings.PUBLIC_URL}/runs/{run.pk}/"}],
+    }
+
+
+def test_heartbeat_runs_on_the_worker(worker):
+    from django.utils import timezone
+
+    before = timezone.now()
+    answer = worker.app.send_task("workers.tasks.heartbeat").get(timeout=WAIT)
+    # The worker's clock, read after the task was sent: not earlier than the send (same machine).
+    assert datetime.fromisoformat(answer) >= before
+
+
+def test_housekeeping_purges_old_tokens_on_the_worker(worker, user):
+    from django.utils import timezone
+
+    from control.models import ApiToken
+    from control.services.tokens import api_token_create
+
+    now = timezone.now()
+    for name, fields in {
+        "live": {},
+        "expired long ago": {"expires_at": now - timedelta(days=2)},
+        "revoked long ago": {"revoked_at": now - timedelta(days=2)},
+        "revoked just now": {"revoked_at": now},
+    }.items():
+        token, _ = api_token_create(user=user, name=name)
+        ApiToken.objects.filter(pk=token.pk).update(**fields)
+    assert worker.app.send_task("workers.tasks.housekeeping").get(timeout=WAIT) == {"tokens_purged": 2}
+    assert sorted(ApiToken.objects.values_list("name", flat=True)) == ["live", "revoked just now"]
+
+
+def test_a_fired_alert_is_delivered_to_the_webhook_by_the_worker(
+    worker, webhook, project, run, make_rule, ingest
+):
+    from control.models import Alert
+
+    make_rule(project, name="accuracy collapse", webhook_url=webhook.url)
+    # The ingest commits, then enqueues alert_deliver by name; the worker posts to the webhook.
+    ingest(run, (7, "reward/accuracy", "geo", 0.125))
+    assert webhook.arrived.wait(WAIT), "the webhook was not called"
+    alert = Alert.objects.get(run=run)
+    assert len(webhook.hits) == 1
+    hit = webhook.hits[0]
+    assert hit["path"] == "/services/T000/B000/XXXX"
+    assert hit["content_type"] == "application/json"
+    assert json.loads(hit["body"]) == _expected_payload(alert, run)
+    assert alert.message in json.loads(hit["body"])["text"]
+
+
+def test_alert_deliver_reports_every_channel(worker, webhook, project, run, make_rule, ingest, mailoutbox):
+    from control.models import Alert
+
+    make_rule(project, name="nan loss", webhook_url=webhook.url, email="oncall@example.com")
+    with pytest.MonkeyPatch.context() as patch:  # deliver by hand below, not from the ingest
+        patch.setattr("control.services.alerts.enqueue_task", lambda *args: None)
+        ingest(run, (1, "reward/accuracy", "geo", 0.0))
+    alert = Alert.objects.get(run=run)
+    delivered = worker.app.send_task("workers.tasks.alert_deliver", args=[alert.pk]).get(timeout=WAIT)
+    assert delivered == ["in_app", "webhook", "email"]
+    assert json.loads(webhook.hits[0]["body"]) == _expected_payload(alert, run)
+    assert [(m.subject, m.to, m.body) for m in mailoutbox] == [
+        ("[Triune] nan loss", ["oncall@example.com"], alert.message)
+    ]
+
+
+def test_alert_deliver_of_a_missing_alert_does_nothing(worker):
+    assert worker.app.send_task("workers.tasks.alert_deliver", args=[987654]).get(timeout=WAIT) == []
+
+
+def test_a_failing_webhook_is_retried_then_fails(webhook, project, run, make_rule, ingest):
+
+    from control.models import Alert
+    from workers.tasks import alert_deliver
+
+    webhook.state["status"] = 500
+    make_rule(project, name="r", webhook_url=webhook.url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("control.services.alerts.enqueue_task", lambda *args: None)
+        ingest(run, (0, "reward/accuracy", "geo", 0.0))
+    # Run eagerly: retries happen at once instead of after their back-off.
+    result = alert_deliver.apply(args=[Alert.objects.get(run=run).pk])
+    assert result.failed()
+    assert isinstance(result.result, OSError)  # HTTPError is an OSError: autoretry_for=(OSError,)
+    assert len(webhook.hits) == 1 + alert_deliver.max_retries
+
+
+def test_the_beat_schedule_names_registered_tasks():
+    from control.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert scheduled == {"workers.tasks.heartbeat", "workers.tasks.housekeeping"}
+    assert scheduled <= set(app.tasks)

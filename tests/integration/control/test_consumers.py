@@ -1,0 +1,245 @@
+"""The run websocket (webui.consumers.RunConsumer) over the real ASGI app and a Redis channel layer."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = b"http://testserver"
+WAIT = 10  # seconds a message may take to arrive before the test fails
+CATCH_UP_HELP = 'send {"type": "catch_up", "after_step": <int>}'
+
+
+@pytest.fixture
+async def layer(settings):
+    """A Redis channel layer of its own prefix, so other test runs on the same Redis never cross."""
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"test-{uuid.uuid4().hex}", "expiry": 30},
+        }
+    }
+    channel_layer = get_channel_layer()
+    yield channel_layer
+    await channel_layer.flush()
+    await channel_layer.close_pools()
+
+
+@pytest.fixture
+def cookie_for(db):
+    """The session cookie header of ``user`` logged in, as the browser sends it (an async call)."""
+    from django.test import Client
+
+    def login(user) -> bytes:
+        client = Client()
+        client.force_login(user)
+        return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    async def make(user) -> bytes:
+        return await database_sync_to_async(login)(user)
+
+    return make
+
+
+@pytest.fixture
+def fired(monkeypatch):
+    """Alert deliveries that would be enqueued, recorded instead of sent to a worker."""
+    calls: list[tuple] = []
+    monkeypatch.setattr("control.services.alerts.enqueue_task", lambda *args: calls.append(args))
+    return calls
+
+
+class Socket:
+    """A WebsocketCommunicator that always disconnects."""
+
+    def __init__(self, run_id: int, *, cookie: bytes | None = None, origin: bytes | None = ORIGIN) -> None:
+        from control.asgi import application
+
+        headers = [(b"origin", origin)] if origin else []
+        if cookie:
+            headers.append((b"cookie", cookie))
+        self.communicator = WebsocketCommunicator(application, f"/ws/runs/{run_id}/", headers=headers)
+
+    async def __aenter__(self) -> Socket:
+        self.connected, self.code = await self.communicator.connect(timeout=WAIT)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.communicator.disconnect()
+
+    async def send(self, data) -> None:
+        await self.communicator.send_json_to(data)
+
+    async def receive(self) -> dict:
+        return await self.communicator.receive_json_from(timeout=WAIT)
+
+
+async def test_an_anonymous_connection_is_refused(layer, run):
+    async with Socket(run.pk) as socket:
+        assert (socket.connected, socket.code) == (False, 4401)
+
+
+async def test_a_forged_session_cookie_is_anonymous(layer, run):
+    async with Socket(run.pk, cookie=b"sessionid=" + b"x" * 32) as socket:
+        assert (socket.connected, socket.code) == (False, 4401)
+
+
+async def test_a_non_member_is_refused(layer, run, other_user, cookie_for):
+    async with Socket(run.pk, cookie=await cookie_for(other_user)) as socket:
+        assert (socket.connected, socket.code) == (False, 4404)
+
+
+async def test_a_missing_run_is_refused(layer, user, cookie_for):
+    async with Socket(987654, cookie=await cookie_for(user)) as socket:
+        assert (socket.connected, socket.code) == (False, 4404)
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example.com", None])
+async def test_a_foreign_or_missing_origin_is_refused(origin, layer, run, user, cookie_for):
+    async with Socket(run.pk, cookie=await cookie_for(user), origin=origin) as socket:
+        assert socket.connected is False
+
+
+async def test_a_viewer_may_watch(layer, run, viewer, cookie_for):
+    async with Socket(run.pk, cookie=await cookie_for(viewer)) as socket:
+        assert socket.connected is True
+
+
+async def test_a_member_receives_points_of_an_ingest(layer, run, user, cookie_for, ingest):
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        assert socket.connected
+        await database_sync_to_async(ingest)(run, (0, "reward/final", "geo", 0.5), (0, "actor/lr", "", None))
+        assert await socket.receive() == {
+            "type": "metrics.points",
+            "points": [
+                {"step": 0, "key": "reward/final", "source": "geo", "value": 0.5},
+                {"step": 0, "key": "actor/lr", "source": "", "value": None},
+            ],
+        }
+
+
+async def test_a_member_receives_points_posted_through_the_api(layer, run, user, cookie_for, run_client_for):
+    job = await database_sync_to_async(run_client_for)(run)
+    body = {"points": [{"step": 4, "key": "reward/accuracy", "source": "chart", "value": 0.75}]}
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        response = await database_sync_to_async(job.post)(
+            f"/api/v1/runs/{run.pk}/metrics/", body, format="json"
+        )
+        assert response.status_code == 200
+        assert await socket.receive() == {
+            "type": "metrics.points",
+            "points": [{"step": 4, "key": "reward/accuracy", "source": "chart", "value": 0.75}],
+        }
+
+
+async def test_points_of_another_run_do_not_arrive(layer, project, run, make_run, user, cookie_for, ingest):
+    other = await database_sync_to_async(make_run)(project)
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        await database_sync_to_async(ingest)(other, (0, "k", "", 1.0))
+        await database_sync_to_async(ingest)(run, (9, "k", "", 2.0))
+        # The first message is this run's point: the other run's never came.
+        assert (await socket.receive())["points"] == [{"step": 9, "key": "k", "source": "", "value": 2.0}]
+
+
+async def test_a_firing_alert_is_pushed_and_its_delivery_enqueued(
+    layer, project, run, user, cookie_for, ingest, make_rule, fired
+):
+    from control.models import Alert
+
+    await database_sync_to_async(make_rule)(project, name="collapse")
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        await database_sync_to_async(ingest)(run, (3, "reward/accuracy", "geo", 0.1))
+        events = [await socket.receive(), await socket.receive()]
+    alert = await database_sync_to_async(Alert.objects.get)(run=run)
+    by_type = {e["type"]: e for e in events}
+    assert by_type["alerts.fired"] == {
+        "type": "alerts.fired",
+        "alert": {"id": alert.pk, "message": alert.message},
+    }
+    assert by_type["metrics.points"]["points"] == [
+        {"step": 3, "key": "reward/accuracy", "source": "geo", "value": 0.1}
+    ]
+    assert fired == [("workers.tasks.alert_deliver", alert.pk)]
+
+
+@pytest.mark.parametrize(
+    ("after_step", "steps"),
+    [(2, [3, 4]), (-1, [0, 1, 2, 3, 4]), (4, []), (10**30, []), (-(10**30), [0, 1, 2, 3, 4])],
+)
+async def test_catch_up_sends_the_points_after_a_step(
+    after_step, steps, layer, run, user, cookie_for, ingest
+):
+    await database_sync_to_async(ingest)(run, *[(s, "reward/final", "geo", s / 4) for s in range(5)])
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        await socket.send({"type": "catch_up", "after_step": after_step})
+        message = await socket.receive()
+    assert message["type"] == "metrics.points" and message["catch_up"] is True
+    assert [p["step"] for p in message["points"]] == steps
+    assert [p["value"] for p in message["points"]] == [s / 4 for s in steps]
+
+
+async def test_catch_up_without_a_step_sends_everything(layer, run, user, cookie_for, ingest):
+    await database_sync_to_async(ingest)(run, (0, "k", "", 1.0), (1, "k", "", 2.0))
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        await socket.send({"type": "catch_up"})
+        assert [p["step"] for p in (await socket.receive())["points"]] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ({"text": "not json"}, CATCH_UP_HELP),
+        ({"text": "[1, 2]"}, CATCH_UP_HELP),
+        ({"text": '"catch_up"'}, CATCH_UP_HELP),
+        ({"text": "null"}, CATCH_UP_HELP),
+        ({"text": '{"type": "subscribe"}'}, CATCH_UP_HELP),
+        ({"text": '{"type": "catch_up", "after_step": "3"}'}, "after_step must be an integer"),
+        ({"text": '{"type": "catch_up", "after_step": 1.5}'}, "after_step must be an integer"),
+        ({"text": '{"type": "catch_up", "after_step": true}'}, "after_step must be an integer"),
+        ({"text": '{"type": "catch_up", "after_step": null}'}, "after_step must be an integer"),
+        ({"text": "[" * 100_000}, CATCH_UP_HELP),
+        ({"text": ""}, "send text frames holding JSON"),
+        ({"bytes": b"\x00\x01"}, "send text frames holding JSON"),
+    ],
+    ids=[
+        "not-json",
+        "array",
+        "string",
+        "null",
+        "unknown-type",
+        "step-string",
+        "step-float",
+        "step-bool",
+        "step-null",
+        "deep",
+        "empty",
+        "binary",
+    ],
+)
+async def test_a_malformed_message_gets_an_error_and_the_socket_stays_usable(
+    frame, message, layer, run, user, cookie_for, ingest
+):
+    await database_sync_to_async(ingest)(run, (0, "k", "", 1.0))
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        await socket.communicator.send_input({"type": "websocket.receive", **frame})
+        assert await socket.receive() == {"type": "error", "message": message}
+        await socket.send({"type": "catch_up", "after_step": -1})
+        assert [p["step"] for p in (await socket.receive())["points"]] == [0]
+
+
+async def test_every_watcher_of_a_run_receives_the_points(layer, run, user, viewer, cookie_for, ingest):
+    async with (
+        Socket(run.pk, cookie=await cookie_for(user)) as first,
+        Socket(run.pk, cookie=await cookie_for(viewer)) as second,
+    ):
+        await database_sync_to_async(ingest)(run, (1, "k", "", 1.0))
+        expected = {"type": "metrics.points", "points": [{"step": 1, "key": "k", "source": "", "value": 1.0}]}
+        assert await first.receive() == expected
+        assert await second.receive() == expected
