@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
+import tarfile
 import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from django.db import connection
 
 from control.models import Dataset, DatasetVersion, DataSource
 from trainer.data.reader import write_jsonl, write_parquet
@@ -239,3 +247,99 @@ def test_oversized_upload_is_refused(client_for, user, project, settings):
     )
     assert response.status_code == 400
     assert response.json()["message"] == "big.parquet is 1001 bytes; the limit is 1000 bytes"
+
+
+def _jsonl_with_images(tmp_path, image_paths: list[str]) -> Path:
+    row = next(generate_rows("counting", 0, 1, image_size=112))
+    row["images"] = image_paths
+    row["prompt"] = [{"role": "user", "content": "<image>" * len(image_paths) + "How many shapes?"}]
+    path = tmp_path / "train_counting_synth_counting_1.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    return path
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` × ``height`` pixels: a decompression bomb's signature."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat_data = zlib.compress(b"\x00" * 16)
+    idat = (
+        struct.pack(">I", len(idat_data))
+        + b"IDAT"
+        + idat_data
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
+    )
+    iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + chunk + idat + iend
+
+
+def _zip(tmp_path, members: dict[str, bytes]) -> Path:
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return archive
+
+
+@pytest.mark.parametrize(
+    ("image_path", "members", "message"),
+    [
+        ("/etc/passwd", {"a.png": b"x"}, "must be relative"),
+        ("bomb.png", {"bomb.png": b"\x00" * (65 * 1024 * 1024)}, "the limit is"),
+        ("huge.png", {"huge.png": _png_header_only(100_000, 100_000)}, "pixels"),
+        ("text.png", {"text.png": b"this is not an image at all"}, "not a decodable image"),
+        ("missing.png", {"other.png": b"x"}, "not found in archive"),
+    ],
+    ids=["absolute-path", "archive-bomb", "image-bomb", "not-an-image", "missing"],
+)
+def test_hostile_archives_and_images_are_refused(
+    client_for, user, project, tmp_path, storage, image_path, members, message
+):
+    data = _jsonl_with_images(tmp_path, [image_path])
+    response = _post(client_for(user), project, [data, _zip(tmp_path, members)])
+    assert response.status_code == 400, response.json()
+    row = response.json()["extra"]["rows"][0]
+    assert row["field"].startswith("images")
+    assert message in row["message"]
+    assert DatasetVersion.objects.count() == 0
+    assert _staged_leftovers(storage) == []
+
+
+def test_symlink_in_tar_is_never_followed(client_for, user, project, tmp_path):
+    data = _jsonl_with_images(tmp_path, ["link.png"])
+    archive = tmp_path / "images.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("link.png")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tf.addfile(info)
+    response = _post(client_for(user), project, [data, archive])
+    assert response.status_code == 400
+    assert "not found in archive" in response.json()["extra"]["rows"][0]["message"]
+
+
+def test_parquet_with_the_wrong_schema_is_refused(client_for, user, project, tmp_path):
+    path = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"data_source": ["x"], "question": ["what?"]}), path)
+    response = _post(client_for(user), project, [path])
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("wrong.parquet: wrong schema")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_identical_uploads_at_once_make_one_version(client_for, user, project, corpus):
+    files = _files(corpus)[:2]
+    clients = [client_for(user), client_for(user)]
+
+    def post(client):
+        try:
+            return _post(client, project, files)
+        finally:
+            connection.close()  # each thread's own connection, so the test database can be dropped
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        responses = list(pool.map(post, clients))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 201], [r.json() for r in responses]
+    assert len({r.json()["version"]["id"] for r in responses}) == 1
+    assert DatasetVersion.objects.count() == 1
