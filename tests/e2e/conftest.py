@@ -13,9 +13,6 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 
-# Playwright's sync API keeps an event loop running in the test thread; the test's own
-# ORM calls stay synchronous in that thread, so Django's async-safety guard does not apply.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def _free_port() -> int:
@@ -26,12 +23,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
         if os.environ.get("TRIUNE_REQUIRE_BROWSER"):
             pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium chromium-driver")
         pytest.skip(f"{CHROMIUM} is not installed")
+    # Playwright's sync API keeps an event loop running in the test thread while the browser
+    # lives; the test's own ORM calls stay synchronous in that thread, so Django's async-safety
+    # guard does not apply. Both end with the module, so later (async) tests get a clean thread.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        yield from _launch()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _launch():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
