@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("trainer.cli.synth", "generate a synthetic dataset of the eight task types"),
     "reward": ("trainer.cli.reward", "score a file of responses against a dataset"),
     "train": ("trainer.cli.train", "run GRPO training from a config or run spec"),
+    "sft": ("trainer.cli.sft", "supervised warm-start on the ground truths; writes a HF model directory"),
 }
 
 

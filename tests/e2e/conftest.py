@@ -14,7 +14,6 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
 def _free_port() -> int:
     import socket
 

@@ -1,9 +1,14 @@
 """``python -m trainer train``: run GRPO training from a config (or preset) or a run spec.
 
+``--resume`` continues from the newest complete checkpoint of ``checkpoint.dir`` (default
+``<output_dir>/checkpoints``), ``--resume PATH`` from a given one; the steps that follow are
+those the uninterrupted run would have taken. A checkpoint of another config is refused unless
+``--resume-force``; one of changed data files or of another model always is.
+
 Exit status: 0 when the run finished, 2 when it could not start (an invalid config, a missing
-file, data that fails the pre-flight checks; every problem is listed and nothing was
-trained), 1 when it stopped on the way (too many non-finite losses in a row, too many
-unusable rows), 130 when interrupted.
+file, data that fails the pre-flight checks, a checkpoint that cannot be resumed; every
+problem is listed and nothing was trained), 1 when it stopped on the way (too many
+non-finite losses in a row, too many unusable rows), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -65,6 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run at most this many steps now; schedules stay relative to total_steps",
     )
     parser.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="PATH",
+        help="continue from the newest complete checkpoint, or from the checkpoint (directory) PATH",
+    )
+    parser.add_argument(
+        "--resume-force",
+        action="store_true",
+        help="resume even from a checkpoint saved with another config (the differences are printed)",
+    )
 
 
 def _with_spec(uri: str, overrides: list[str]) -> tuple[TrainConfig, list[ResolvedSource]]:
@@ -110,6 +127,10 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, list[ResolvedSource]
 
 def run(args: argparse.Namespace) -> int:
     """Resolve, check, train; print one line per problem and return the exit status."""
+    resume = getattr(args, "resume", None)
+    if getattr(args, "resume_force", False) and resume is None:
+        print("train: --resume-force only applies with --resume", file=sys.stderr)
+        return 2
     try:
         config, sources = resolve(args)
     except ConfigError as exc:
@@ -124,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
-        session = open_session(config, sources)
+        session = open_session(
+            config, sources, resume=resume, resume_force=getattr(args, "resume_force", False)
+        )
     except PreflightError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
@@ -136,9 +159,20 @@ def run(args: argparse.Namespace) -> int:
             f"train: {len(sources)} source(s), {session.rows_checked} row(s) checked, output in {out}",
             flush=True,
         )
+        if session.resumed_from is not None:
+            print(
+                f"train: resumed from {session.resumed_from.path} at step {session.state.step}",
+                flush=True,
+            )
+            if session.state.step >= config.total_steps:
+                print(f"train: nothing to do: the run already did its {config.total_steps} step(s)")
+                return 0
         try:
             summary = run_loop(session, max_steps=args.steps)
         except (TrainingStopped, PreflightError) as exc:
+            checkpoint = getattr(exc, "checkpoint", None)
+            if checkpoint is not None:
+                print(f"train: checkpoint of step {session.state.step} in {checkpoint}", flush=True)
             print(f"train: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
@@ -147,5 +181,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     metrics_file = Path(out) / config.tracking.jsonl if config.tracking.jsonl else None
     where = f"; metrics in {metrics_file}" if metrics_file is not None else ""
+    if summary.checkpoints:
+        last = summary.checkpoints[-1]
+        print(f"train: checkpoint in {last}; the policy as a Hugging Face model in {last / 'policy'}")
     print(f"train: finished {summary.steps} step(s) in {elapsed:.1f} s{where}", flush=True)
     return 0

@@ -274,6 +274,14 @@ class AlgoConfig(Section):
     adv_estimator: Literal["grpo"] = Field(
         "grpo", description="Advantage estimator: GRPO group normalisation (arXiv 2402.03300)."
     )
+    advantage_sign: Literal[1, -1] = Field(
+        1,
+        description=(
+            "Multiplies every advantage. Keep 1. -1 is a control experiment: it trains the policy away "
+            "from the rewarded responses, so a gain seen with 1 and not with -1 comes from the reward "
+            "signal rather than from drift or evaluation noise."
+        ),
+    )
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate (V-Triune: 1e-6).")
     warmup_ratio: float = Field(
         0.05,

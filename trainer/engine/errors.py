@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 # A run with thousands of bad rows lists this many problems and counts the rest.
 MAX_LISTED_PROBLEMS = 50
@@ -32,4 +33,11 @@ class PreflightError(ValueError):
 
 
 class TrainingStopped(RuntimeError):
-    """The run stopped on purpose before its last step (too many non-finite losses in a row)."""
+    """The run stopped on purpose before its last step (too many non-finite losses in a row).
+
+    ``checkpoint`` is the checkpoint saved just before stopping, when there is one.
+    """
+
+    def __init__(self, message: str, *, checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint

@@ -5,7 +5,13 @@
 then evaluates before training and every ``eval.every`` steps, runs the steps, warns once
 about predicted boxes outside the configured frame, and stops with
 :class:`~trainer.engine.errors.TrainingStopped` after ``algo.max_nan_steps`` steps in a row
-whose update hit a non-finite loss.
+whose update hit a non-finite loss (saving a checkpoint first, so that the run can be resumed
+with a lower learning rate).
+
+Checkpoints (:mod:`trainer.checkpoint`) are saved every ``checkpoint.every`` steps, after the
+last step, and when a call stops early (``max_steps``); ``open_session(resume=...)`` continues
+from one exactly: the steps that follow draw, sample and update as the uninterrupted run would
+have, also when the checkpoint fell on the end of a data epoch.
 """
 
 from __future__ import annotations
@@ -18,6 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    check_resume,
+    checkpoint_root,
+    find_checkpoint,
+    restore,
+)
 from trainer.config import ResolvedSource, TrainConfig
 from trainer.data.prompt_pool import PromptPool
 from trainer.engine.build import (
@@ -61,6 +76,9 @@ class Session:
     runtime: Runtime
     output_dir: Path
     rows_checked: int = 0
+    checkpoints: CheckpointManager | None = None  # None: no checkpoints are written
+    resumed_from: Checkpoint | None = None
+    resume_warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         try:
@@ -105,10 +123,17 @@ def open_session(
     output_dir: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    resume: str | Path | None = None,
+    resume_force: bool = False,
+    checkpoints: bool = True,
 ) -> Session:
     """Check, load and build everything; raises :class:`PreflightError` listing every problem found.
 
-    Nothing is started (no reward worker, no metrics file) until every check passed.
+    ``resume`` (``"latest"`` or a checkpoint path) continues from a checkpoint; one that is
+    missing, incomplete, of another model, of changed data, or of another config (unless
+    ``resume_force``) is refused with a :class:`PreflightError` saying why. ``checkpoints``
+    off writes none. Nothing is started (no reward worker, no metrics file) until every check
+    passed.
     """
     env = os.environ if environ is None else environ
     problems = setup_problems(config) + environment_problems(config, env)
@@ -120,9 +145,27 @@ def open_session(
     except (OSError, ValueError) as exc:
         raise PreflightError([Problem("model.path", str(exc))], "cannot start") from None
     rows_checked = preflight(data, processor, config, sample_rows=sample_rows)
-    model = build_model(config, device_for_run())
-    backend = build_backend(config.rollout.backend, model=model, processor=processor)
     out = Path(output_dir if output_dir is not None else config.output_dir)
+    root = checkpoint_root(config, out)
+    checkpoint: Checkpoint | None = None
+    skipped: list[str] = []
+    if resume is not None:
+        try:
+            checkpoint = find_checkpoint(resume, root, skipped=skipped)
+        except CheckpointError as exc:
+            raise PreflightError([Problem("--resume", str(exc))], "cannot resume") from None
+    model = build_model(config, device_for_run())
+    ref_model = reference_model(model, config)  # the initial policy, taken before a resume loads weights
+    state = build_state(config, model, data)
+    warnings = [f"passed over a checkpoint: {line}" for line in skipped]
+    if checkpoint is not None:
+        try:
+            warnings += check_resume(checkpoint, config, sources, model, force=resume_force)
+            restore(state, checkpoint)
+        except CheckpointError as exc:
+            raise PreflightError([Problem("--resume", str(exc))], "cannot resume") from None
+    manager = CheckpointManager(root, config, sources, processor) if checkpoints else None
+    backend = build_backend(config.rollout.backend, model=model, processor=processor)
     tracker = build_tracker(config.tracking, output_dir=out, total_steps=config.total_steps, environ=env)
     try:
         scorer = build_scorer(scorer_name(config.reward), config.reward, env)
@@ -139,9 +182,9 @@ def open_session(
         pool=PromptPool(config.seed) if config.data.prompt_pool else None,
         update=update_config(config),
         pad_token_id=pad_token_id(processor),
-        ref_model=reference_model(model, config),
+        ref_model=ref_model,
     )
-    return Session(build_state(config, model, data), runtime, out, rows_checked)
+    return Session(state, runtime, out, rows_checked, manager, checkpoint, warnings)
 
 
 @dataclass
@@ -153,6 +196,7 @@ class RunSummary:
     evaluations: int = 0
     warnings: list[str] = field(default_factory=list)
     last_metrics: Metrics = field(default_factory=dict)
+    checkpoints: list[Path] = field(default_factory=list)  # checkpoints written by this call
 
 
 def _has_console(rt: Runtime) -> bool:
@@ -217,15 +261,37 @@ def nan_limit(config: TrainConfig) -> int:
     return max(1, config.algo.max_nan_steps)
 
 
+def _save(session: Session, summary: RunSummary, *, event: bool = True) -> Path | None:
+    """Write a checkpoint of the current state; None without a manager. A step is saved once."""
+    manager, state = session.checkpoints, session.state
+    if manager is None:
+        return None
+    if manager.saved and manager.saved[-1].step == state.step:
+        return manager.saved[-1].path
+    checkpoint = manager.save(state)
+    summary.checkpoints.append(checkpoint.path)
+    if event:
+        session.runtime.tracker.log_event("checkpoint", f"saved {checkpoint.path}", step=state.step)
+    return checkpoint.path
+
+
 def run_loop(session: Session, *, max_steps: int | None = None) -> RunSummary:
     """Train until ``total_steps`` (or ``max_steps`` more steps); returns what happened.
 
-    Raises :class:`TrainingStopped` when ``algo.max_nan_steps`` steps in a row skipped their update.
+    Raises :class:`TrainingStopped` when ``algo.max_nan_steps`` steps in a row skipped their
+    update, after saving a checkpoint.
     """
     state, rt = session.state, session.runtime
     config = rt.config
     last = config.total_steps if max_steps is None else min(config.total_steps, state.step + max_steps)
     summary = RunSummary()
+    if session.resumed_from is not None:
+        rt.tracker.log_event(
+            "resumed", f"resumed from {session.resumed_from.path} at step {state.step}", step=state.step
+        )
+    for warning in session.resume_warnings:
+        summary.warnings.append(warning)
+        _event(rt, "resume", warning, state.step, warn=True)
     if config.eval.before_training and state.step == 0:
         rt.tracker.log(0, _evaluate(rt, state, summary))
     box_check = _BoxFrameCheck()
@@ -253,13 +319,21 @@ def run_loop(session: Session, *, max_steps: int | None = None) -> RunSummary:
             summary.warnings.append(warning)
             _event(rt, "box_frame", warning, state.step, warn=True)
         if state.nan_streak >= nan_limit(config):
+            # The skipped updates left the weights as they were: save them, so that the run can
+            # go on from here (--resume --resume-force with a lower algo.lr).
+            saved = _save(session, summary, event=False)
             message = (
                 f"stopped at step {state.step}: {state.nan_streak} steps in a row had a NaN/Inf loss or "
                 f"gradient norm (algo.max_nan_steps = {config.algo.max_nan_steps}); lower algo.lr, check "
                 "the data of the last steps, or train in float32"
             )
-            rt.tracker.log_event("stopped", message, step=state.step)
-            raise TrainingStopped(message)
+            data = {"checkpoint": str(saved)} if saved is not None else None
+            rt.tracker.log_event("stopped", message, step=state.step, data=data)
+            raise TrainingStopped(message, checkpoint=saved)
+        if session.checkpoints is not None and session.checkpoints.due(state.step):
+            _save(session, summary)
+    if summary.steps:
+        _save(session, summary)  # a call stopped by max_steps can be resumed from where it ended
     rt.tracker.log_event(
         "finished", f"{summary.steps} step(s), {summary.skipped_updates} skipped update(s)", step=state.step
     )

@@ -140,7 +140,7 @@ def train_step(state: TrainState, rt: Runtime) -> StepResult:
             )
         with Timer() as reward_time:
             results = score_rollouts(rt.scorer, items, rollouts, step=step, rt=rt)
-        advantages = grpo_advantages(rollouts, results)
+        advantages = grpo_advantages(rollouts, results) * config.algo.advantage_sign
         with Timer() as update_time:
             update = update_policy(
                 state.model,

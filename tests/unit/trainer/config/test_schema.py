@@ -15,8 +15,8 @@ BASE: dict[str, Any] = {
 }
 
 ALGO_KEYS = (
-    "adv_estimator, clip_high, clip_low, dual_clip_c, entropy_coef, grad_clip, kl, lr, max_nan_steps, "
-    "micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, weight_decay"
+    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, entropy_coef, grad_clip, kl, lr, "
+    "max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, weight_decay"
 )
 TOP_KEYS = "algo, checkpoint, data, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
 SCHEDULE_WORDS = "must be dynamic, average, a number or a non-empty list of [fraction, threshold]"

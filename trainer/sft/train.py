@@ -1,0 +1,224 @@
+"""Supervised warm-start (SFT) on the RL sample format: a cold start for tiny models.
+
+A random-init model almost never writes a response the verifiers reward, so GRPO has no
+signal (every group has equal rewards, every advantage is 0). A short supervised pass on the
+ground truths written in rewarded form (:mod:`trainer.sft.targets`) teaches the layout and a
+first answer distribution; RL then improves on it (the "cold start" of DeepSeek-R1, arXiv
+2501.12948, §2.3.1).
+
+Prompts are built exactly as the RL loop builds them (same mixture, prompt-pool augmentation
+and image resizing, :func:`trainer.engine.prompts.prepare_item`) and the loss is the
+token-mean negative log-likelihood of the response tokens only, computed by the same forward
+as the policy update (:func:`trainer.algo.logprobs.token_logprobs`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+from transformers.processing_utils import ProcessorMixin
+
+from trainer.algo.logprobs import token_logprobs
+from trainer.checkpoint.atomic import atomic_directory
+from trainer.checkpoint.export import write_policy
+from trainer.config import ResolvedSource, TrainConfig
+from trainer.data.images import ImageError
+from trainer.data.mixture import MixtureSampler
+from trainer.data.prompt_pool import PromptPool
+from trainer.engine.build import build_model, build_processor_for, device_for_run, pad_token_id
+from trainer.engine.prompts import PromptItem, prepare_item
+from trainer.engine.sources import SourceData, load_sources
+from trainer.models import GROUPS, param_groups
+from trainer.rollout.batch import collate
+from trainer.rollout.prompts import encode_prompt
+from trainer.rollout.types import Rollout
+from trainer.sft.targets import target_response
+
+SUMMARY_FILE = "sft_summary.json"
+# Unusable rows (an image that fails to decode) one step may skip before the warm-start gives up.
+MAX_BAD_DRAWS = 100
+
+
+@dataclass(frozen=True)
+class SFTOptions:
+    """Hyper-parameters of a warm-start."""
+
+    steps: int = 100  # optimizer steps
+    batch_size: int = 16  # samples per optimizer step
+    lr: float = 1e-3  # AdamW learning rate of every trainable group
+    warmup_steps: int = 10  # linear warm-up, then constant
+    log_every: int = 10  # a progress line every N steps (0 = none)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        for name in ("warmup_steps", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+@dataclass
+class SFTSummary:
+    """What a warm-start did: losses per step and where the model went."""
+
+    steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    skipped_rows: list[str] = field(default_factory=list)
+    out_dir: str = ""
+
+
+def eos_token_id(processor: ProcessorMixin) -> int:
+    """The id that ends a response: ``<|im_end|>`` when the tokenizer has it, else its EOS."""
+    tokenizer = processor.tokenizer
+    token = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(token, int) and token != tokenizer.unk_token_id:
+        return token
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither <|im_end|> nor an EOS token")
+    return int(tokenizer.eos_token_id)
+
+
+def build_example(
+    processor: ProcessorMixin, item: PromptItem, *, box_coordinates: str, eos_id: int
+) -> Rollout:
+    """The prompt of ``item`` with its target response (ending in ``eos_id``) as a training sequence."""
+    prompt = encode_prompt(processor, item.prompt)
+    image_size = prompt.image_sizes[0] if prompt.image_sizes else None
+    text = target_response(item.reward_model, image_size=image_size, box_coordinates=box_coordinates)  # type: ignore[arg-type]
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_id]
+    return Rollout(
+        prompt_index=0,
+        prompt=prompt,
+        response_ids=torch.tensor(ids, dtype=torch.long),
+        response_text=text,
+        clipped=False,
+    )
+
+
+def sft_loss(
+    model: PreTrainedModel, examples: Sequence[Rollout], *, pad_token_id: int, micro_batch_size: int
+) -> float:
+    """Backpropagate the token-mean NLL of the responses of ``examples``; return its value.
+
+    Micro-batches are weighted by their share of the tokens, so the accumulated gradient is
+    that of the mean over every response token of the batch.
+    """
+    param = next(model.parameters())
+    total_tokens = float(sum(e.response_length for e in examples))
+    loss_sum = 0.0
+    for start in range(0, len(examples), micro_batch_size):
+        part = examples[start : start + micro_batch_size]
+        batch = collate(part, pad_token_id=pad_token_id).to(param.device, param.dtype)
+        logp, _ = token_logprobs(model, batch.model_inputs(), batch.response_mask)
+        nll = -(logp * batch.response_mask).sum()
+        (nll / total_tokens).backward()
+        loss_sum += float(nll.detach())
+    return loss_sum / total_tokens
+
+
+def _draw(
+    sampler: MixtureSampler,
+    data: dict[str, SourceData],
+    pool: PromptPool | None,
+    config: TrainConfig,
+    count: int,
+    skipped: list[str],
+) -> list[PromptItem]:
+    items: list[PromptItem] = []
+    bad = 0
+    while len(items) < count:
+        draw = sampler.draws
+        name, index = next(sampler)
+        source = data[name]
+        try:
+            items.append(
+                prepare_item(
+                    name,
+                    source.train[index],
+                    key=("sft", draw),
+                    pool=pool,
+                    min_pixels=config.model.min_pixels,
+                    max_pixels=config.model.max_pixels,
+                )
+            )
+        except (ImageError, ValueError) as exc:
+            bad += 1
+            skipped.append(f"{source.where('train', index)}: skipped: {exc}")
+            if bad >= MAX_BAD_DRAWS:
+                raise ValueError(f"{bad} rows drawn for one warm-start step could not be used") from None
+    return items
+
+
+def run_sft(
+    config: TrainConfig,
+    sources: Sequence[ResolvedSource],
+    options: SFTOptions,
+    *,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> SFTSummary:
+    """Warm-start ``config.model`` on the training rows of ``sources``; write a HF model to ``out_dir``.
+
+    The written directory is usable as ``model.path`` of a GRPO run. Frozen groups
+    (``model.freeze``) stay frozen.
+    """
+    started = time.perf_counter()
+    data = load_sources(sources, test_fraction=config.data.test_fraction, seed=config.seed)
+    processor = build_processor_for(config)
+    model = build_model(config, device_for_run())
+    model.train()
+    groups = param_groups(
+        model, {group: options.lr for group in GROUPS}, weight_decay=config.algo.weight_decay
+    )
+    optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=config.algo.weight_decay)
+    warmup = options.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+    )
+    sampler = MixtureSampler(
+        {name: len(d.train) for name, d in data.items()},
+        {name: d.weight for name, d in data.items()},
+        seed=config.seed,
+    )
+    pool = PromptPool(config.seed) if config.data.prompt_pool else None
+    pad, eos = pad_token_id(processor), eos_token_id(processor)
+    params = [p for group in groups for p in group["params"]]
+    summary = SFTSummary(out_dir=str(out_dir))
+    for step in range(1, options.steps + 1):
+        items = _draw(sampler, data, pool, config, options.batch_size, summary.skipped_rows)
+        examples = [
+            build_example(processor, item, box_coordinates=config.data.box_coordinates, eos_id=eos)
+            for item in items
+        ]
+        optimizer.zero_grad(set_to_none=True)
+        loss = sft_loss(model, examples, pad_token_id=pad, micro_batch_size=config.algo.micro_batch_size)
+        if not math.isfinite(loss):
+            raise ValueError(f"warm-start step {step}: the loss is {loss}; lower --lr")
+        torch.nn.utils.clip_grad_norm_(params, config.algo.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        summary.steps, summary.samples = step, summary.samples + len(examples)
+        summary.losses.append(loss)
+        if options.log_every and (step % options.log_every == 0 or step == options.steps):
+            log(f"sft: step {step}/{options.steps} | loss {loss:.4f} | {time.perf_counter() - started:.1f} s")
+    model.eval()
+    summary.seconds = time.perf_counter() - started
+    with atomic_directory(out_dir) as tmp:
+        write_policy(model, processor, tmp)
+        record = {"options": asdict(options), "summary": asdict(summary) | {"out_dir": str(out_dir)}}
+        (tmp / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return summary
