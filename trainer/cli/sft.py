@@ -16,60 +16,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer.cli.args import add_config_arguments, non_negative_int, positive_float, positive_int
 from trainer.cli.train import resolve
 from trainer.config import ConfigError
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``sft`` command."""
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--config", help="YAML config file or preset name (tiny-cpu-demo, ...)")
-    what.add_argument("--spec", help="run spec JSON (path or fsspec URI)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set model.path=tiny:qwen2_vl:small (repeatable)",
-    )
+    add_config_arguments(parser, set_example="model.path=tiny:qwen2_vl:small")
     parser.add_argument("--out", required=True, help="directory of the Hugging Face model to write")
-    parser.add_argument("--steps", type=_positive, default=100, help="optimizer steps (100)")
-    parser.add_argument("--batch-size", type=_positive, default=16, help="samples per step (16)")
-    parser.add_argument("--lr", type=_learning_rate, default=1e-3, help="AdamW learning rate (1e-3)")
-    parser.add_argument("--warmup-steps", type=_count, default=10, help="linear warm-up steps (10)")
-    parser.add_argument("--log-every", type=_count, default=10, help="a loss line every N steps (10)")
-    parser.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--steps", type=positive_int, default=100, help="optimizer steps (100)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="samples per step (16)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (1e-3)")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=10, help="linear warm-up steps (10)")
+    parser.add_argument(
+        "--log-every", type=non_negative_int, default=10, help="a loss line every N steps (10)"
+    )
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(output_dir=None)
 
 

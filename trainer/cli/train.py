@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from trainer.cli.args import add_config_arguments, positive_int
 from trainer.config import (
     ConfigError,
     ConfigProblem,
@@ -40,36 +41,16 @@ from trainer.config.loader import resolve_config_path
 LOCAL_RUN_ID = "local"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``train`` command."""
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--config", help="YAML config file or preset name (tiny-cpu-demo, vtriune-7b, ...)")
-    what.add_argument("--spec", help="run spec JSON (path or fsspec URI) written by the platform")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set rollout.n=4 (repeatable)",
-    )
+    add_config_arguments(parser, set_example="rollout.n=4")
     parser.add_argument("--output-dir", help="where metrics and the resolved config go (config: output_dir)")
     parser.add_argument(
         "--steps",
-        type=_positive,
+        type=positive_int,
         help="run at most this many steps now; schedules stay relative to total_steps",
     )
-    parser.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--resume",
         nargs="?",
