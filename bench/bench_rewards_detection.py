@@ -295,7 +295,7 @@ def main() -> None:
     print(f"samples: {len(samples)}, reward keys: {len(ours[0])}")
     print(f"identical: {len(samples) - differing}/{len(samples)} samples (largest difference {worst:.3g})")
     print(f"baseline (pure Python + pycocotools): {t_base / len(samples) * 1e6:8.1f} us/sample")
-    print(f"trainer.rewards (numpy):              {t_ours / len(samples) * 1e6:8.1f} us/sample")
+    print(f"trainer.rewards:                      {t_ours / len(samples) * 1e6:8.1f} us/sample")
     print(f"speed-up: {t_base / t_ours:.1f}x")
 
 

@@ -1,7 +1,8 @@
 """Validation and normalisation of uploaded sample files into per-source parquet files.
 
 Every row is read streaming (trainer.data.reader), checked with the one sample
-schema (trainer.data.schema.validate_sample) and, when valid, written to
+schema (trainer.data.schema.validate_sample; parquet a record batch at a time with
+trainer.data.columnar.batch_errors, which gives the same verdicts) and, when valid, written to
 ``{split}_{task}_{source}_{n}.parquet`` in a staging directory: one file per
 (source, split), in the Orsta-Data-47k layout, images embedded as bytes. Nothing
 is held whole in memory: rows are buffered per output file up to one row group.
@@ -14,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import struct
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +25,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from trainer.data.reader import ORSTA_SCHEMA, DataFormatError, file_format, iter_samples
+from trainer.data.columnar import batch_errors
+from trainer.data.image_headers import PNG_SIGNATURE
+from trainer.data.reader import (
+    ORSTA_SCHEMA,
+    DataFormatError,
+    batch_to_rows,
+    file_format,
+    iter_parquet_batches,
+    iter_samples,
+    prefetch,
+)
 from trainer.data.resolvers import ARCHIVE_SUFFIXES, ImageResolveError, open_resolver
 from trainer.data.schema import SampleError, validate_sample
 from trainer.data.schema import task_type as infer_task_type
@@ -150,6 +162,9 @@ def _answer_bin(length: int) -> int:
 
 
 def _image_size(data: bytes) -> str | None:
+    if data[:8] == PNG_SIGNATURE and len(data) >= 24:  # IHDR's width and height, as PIL reads them
+        width, height = struct.unpack_from(">II", data, 16)
+        return f"{width}x{height}"
     try:
         with Image.open(io.BytesIO(data)) as image:
             return f"{image.width}x{image.height}"
@@ -223,9 +238,26 @@ class _Writers:
                 pass
 
 
-def _rows_of(f: StagedFile) -> Iterator[tuple[int, dict]]:
+def _checked_rows(
+    f: StagedFile, *, max_image_pixels: int, resolve: Callable[[str], bytes] | None
+) -> Iterator[tuple[int, dict, list[SampleError]]]:
+    """(row number from 1, row, its problems) for every row of ``f``.
+
+    A parquet file is checked a record batch at a time (trainer.data.columnar.batch_errors:
+    validate_sample's verdicts without a Python pass over every column); JSONL row by row,
+    with ``resolve`` for its image paths.
+    """
     try:
-        yield from enumerate(iter_samples(str(f.path)), start=1)
+        if resolve is None and file_format(str(f.path)) == "parquet":
+            number = 0
+            for batch in prefetch(iter_parquet_batches(str(f.path), batch_rows=None)):
+                errors = batch_errors(batch, max_image_pixels=max_image_pixels)
+                for index, row in enumerate(batch_to_rows(batch)):
+                    number += 1
+                    yield number, row, errors.get(index, [])
+            return
+        for number, row in enumerate(iter_samples(str(f.path)), start=1):
+            yield number, row, validate_sample(row, max_image_pixels=max_image_pixels, resolve_image=resolve)
     except DataFormatError as exc:
         raise IngestError(f"{f.name}: {exc.reason}" + (f" (line {exc.line})" if exc.line else "")) from None
 
@@ -249,6 +281,7 @@ def ingest_files(
     data_files, archive = classify(files)
     resolver = open_resolver(str(archive.path)) if archive is not None else None
     result = IngestResult()
+    tasks: dict[tuple, str] = {}
     writers = _Writers(out_dir)
     csv_handle = open(errors_csv, "w", newline="") if errors_csv else None
     csv_writer = csv.writer(csv_handle) if csv_handle else None
@@ -264,11 +297,11 @@ def ingest_files(
         for f in data_files:
             is_jsonl = file_format(f.name) == "jsonl"
             named = parse_split_name(f.name)
-            for index, row in _rows_of(f):
+            checked = _checked_rows(
+                f, max_image_pixels=max_image_pixels, resolve=resolve if is_jsonl else None
+            )
+            for index, row, problems in checked:
                 result.total_rows += 1
-                problems = validate_sample(
-                    row, max_image_pixels=max_image_pixels, resolve_image=resolve if is_jsonl else None
-                )
                 if not problems and is_jsonl:
                     try:
                         row = {**row, "images": [{"bytes": resolve(p), "path": p} for p in row["images"]]}
@@ -286,7 +319,11 @@ def ingest_files(
                 result.valid_rows += 1
                 source = row["data_source"]
                 split = named.split if named else split_of(row, index, seed=seed, test_fraction=test_fraction)
-                task = infer_task_type(row)
+                # The task type depends on these three only: inferred once per distinct triple.
+                triple = (row["ability"], source, row["reward_model"].get("verifier"))
+                task = tasks.get(triple)
+                if task is None:
+                    task = tasks[triple] = infer_task_type(row)
                 summary = result.sources.get(source)
                 if summary is None:
                     summary = result.sources[source] = SourceSummary(

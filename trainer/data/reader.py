@@ -12,14 +12,18 @@ extra_info as structs, ratios as float32.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from trainer.data.resolvers import ImageResolveError, open_resolver, safe_relative_path
 from trainer.data.schema import ImageResolver, drop_nulls
@@ -29,6 +33,12 @@ MAX_JSONL_LINE_BYTES = 64 * 1024 * 1024
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 REQUIRED_COLUMNS = ("data_source", "images", "prompt", "ability", "reward_model")
+T = TypeVar("T")
+# Batches sized from the file (iter_parquet_batches(batch_rows=None)): about this much decoded
+# data, within these row counts. Columnar checks cost per batch; memory grows with the batch.
+BATCH_BYTES = 8 * 1024 * 1024
+MIN_BATCH_ROWS = 64
+MAX_BATCH_ROWS = 2048
 # Struct columns whose null entries mean "absent" (see schema.drop_nulls).
 _STRUCT_COLUMNS = ("reward_model", "extra_info")
 
@@ -159,16 +169,45 @@ def check_parquet_schema(schema: pa.Schema) -> list[str]:
     return problems
 
 
-def _iter_parquet(
-    uri: str, columns: Sequence[str] | None, batch_rows: int, storage_options: dict
-) -> Iterator[dict]:
+def _rows_per_batch(metadata: pq.FileMetaData) -> int:
+    """Rows per batch so that a batch holds about BATCH_BYTES of decoded data."""
+    if metadata.num_rows == 0:
+        return MAX_BATCH_ROWS
+    size = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    per_row = max(1, size // metadata.num_rows)
+    return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row))
+
+
+def iter_parquet_batches(
+    uri: str,
+    *,
+    columns: Sequence[str] | None = None,
+    batch_rows: int | None = 256,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream a parquet sample file as record batches of at most ``batch_rows`` rows.
+
+    ``batch_rows=None`` sizes batches from the file's metadata to about :data:`BATCH_BYTES`
+    of decoded data (between :data:`MIN_BATCH_ROWS` and :data:`MAX_BATCH_ROWS` rows). The
+    schema is checked first (:func:`check_parquet_schema`, or only ``columns`` when given); a
+    file that cannot be read, or whose data is corrupt, raises :class:`DataFormatError`.
+    Memory is bounded by one batch (and the row groups it is read from), whatever the file size.
+    """
+    if batch_rows is not None and batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    opened = fsspec.open(uri, "rb", **dict(storage_options or {}))
     try:
-        handle = fsspec.open(uri, "rb", **storage_options).open()
+        handle = opened.open()
     except FileNotFoundError:
         raise DataFormatError(uri, "file not found") from None
-    with handle:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(handle)
+        # A local file is read by arrow itself: through a Python file object every read takes
+        # the GIL, which makes arrow's decoding threads wait on each other.
+        local = isinstance(opened.fs, LocalFileSystem)
+        source = stack.enter_context(pa.OSFile(opened.path)) if local else handle
         try:
-            parquet = pq.ParquetFile(handle, buffer_size=1 << 20, pre_buffer=False)
+            parquet = pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataFormatError(uri, f"not a readable parquet file ({_reason(exc)})") from None
         schema = parquet.schema_arrow
@@ -184,11 +223,12 @@ def _iter_parquet(
             ]
         if problems:
             raise DataFormatError(uri, "wrong schema: " + "; ".join(problems))
-        struct_columns = [
-            c for c in _STRUCT_COLUMNS if c in schema.names and (columns is None or c in columns)
-        ]
+        if batch_rows is None:
+            batch_rows = _rows_per_batch(parquet.metadata)
         start = 0
-        batches = parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
+        batches = parquet.iter_batches(
+            batch_size=batch_rows, columns=list(columns) if columns else None, use_threads=local
+        )
         while True:
             try:
                 batch = next(batches)
@@ -198,13 +238,78 @@ def _iter_parquet(
                 raise DataFormatError(
                     uri, f"corrupt data after row {start} of {parquet.metadata.num_rows} ({_reason(exc)})"
                 ) from None
-            for row in batch.to_pylist():
-                for column in struct_columns:
-                    value = row[column]
-                    if value is not None:
-                        row[column] = drop_nulls(value)
-                yield row
+            yield batch
             start += batch.num_rows
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` items ahead.
+
+    Reading and decoding a parquet batch happens in pyarrow without the GIL, so the next batch
+    is read on another core while the caller checks the current one. An exception of ``items``
+    is raised here, in order; stopping early stops the thread (after the item it is reading).
+    """
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.05)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    break
+            else:
+                put((True, done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = queue.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def batch_to_rows(batch: pa.RecordBatch) -> list[dict]:
+    """The rows of a record batch as the dicts :func:`iter_samples` yields (null struct entries dropped)."""
+    rows = batch.to_pylist()
+    for column in _STRUCT_COLUMNS:
+        if column in batch.schema.names:
+            for row in rows:
+                value = row[column]
+                if value is not None:
+                    row[column] = drop_nulls(value)
+    return rows
+
+
+def _iter_parquet(
+    uri: str, columns: Sequence[str] | None, batch_rows: int, storage_options: dict
+) -> Iterator[dict]:
+    for batch in iter_parquet_batches(
+        uri, columns=columns, batch_rows=batch_rows, storage_options=storage_options
+    ):
+        yield from batch_to_rows(batch)
 
 
 # ------------------------------------------------------------------------------------------------ jsonl

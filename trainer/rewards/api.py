@@ -58,6 +58,10 @@ def combine(accuracy: float, fmt: float, accuracy_ratio: float, format_ratio: fl
 def _image_size(image_size: Any) -> tuple[int, int] | None:
     if image_size is None:
         return None
+    if image_size.__class__ is tuple and len(image_size) == 2:  # the usual (width, height)
+        width, height = image_size
+        if width.__class__ is int and height.__class__ is int and width > 0 and height > 0:
+            return image_size
     if (
         isinstance(image_size, str | bytes)
         or not hasattr(image_size, "__len__")
@@ -103,7 +107,8 @@ def compute_reward(
     context.schedule.threshold(step, total_steps)  # checks step and total_steps
     accuracy_ratio, format_ratio = reward_ratios(reward_model)
     scores = verifier.score(response, reward_model, context)
-    rewards = {key: float(scores[key]) for key in verifier.reward_keys() if key != "final_reward"}
+    # In reward_keys() order; final_reward (not the verifier's) is filled in place below.
+    rewards = {key: 0.0 if key == "final_reward" else float(scores[key]) for key in verifier.reward_keys()}
     rewards["final_reward"] = combine(
         rewards["accuracy_reward"], rewards["format_reward"], accuracy_ratio, format_ratio
     )
@@ -111,7 +116,7 @@ def compute_reward(
         bad = [key for key, value in rewards.items() if not math.isfinite(value)]
         if bad:
             raise ValueError(f"verifier {verifier.name!r} returned non-finite rewards: {', '.join(bad)}")
-    return {key: rewards[key] for key in verifier.reward_keys()}
+    return rewards
 
 
 def validate_reward_model(reward_model: Mapping[str, Any]) -> None:

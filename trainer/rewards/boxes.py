@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from trainer.rewards.tags import answer_content
 # would write; json.loads of it would cost memory for nothing).
 MAX_ANSWER_CHARS = 4_000_000
 _EXACT = float(2**24)
+Row = tuple[float, float, float, float]  # x1, y1, x2, y2
 
 
 @dataclass(frozen=True)
@@ -28,40 +29,55 @@ class Boxes:
 
     ``integral``: every coordinate is an integer below 2^24 in magnitude, so that box areas and
     intersections are exact in float64 (then every IoU formula gives the same bits).
+    ``rows``: the same coordinates as a tuple of Python float 4-tuples when the parser has them
+    at hand (see :meth:`coordinate_rows`); not part of equality.
     """
 
     xyxy: np.ndarray
     labels: tuple[str, ...]
     integral: bool = False
+    rows: tuple[Row, ...] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def coordinate_rows(self) -> tuple[Row, ...]:
+        """``xyxy`` as Python floats, one 4-tuple per box (no numpy call when the parser kept them)."""
+        if self.rows is not None:
+            return self.rows
+        return tuple((x1, y1, x2, y2) for x1, y1, x2, y2 in self.xyxy.tolist())
 
-def _coords(value: object) -> tuple[float, float, float, float] | None:
-    if not isinstance(value, list) or len(value) != 4:
-        return None
-    if all(type(c) is int and -_EXACT < c < _EXACT for c in value):  # the usual answer: small ints
-        x1, y1, x2, y2 = (float(c) for c in value)
-        return (x1, y1, x2, y2) if x1 <= x2 and y1 <= y2 else None
+
+def _coords(value: object) -> tuple[Row | None, bool]:
+    """(x1, y1, x2, y2) as floats, or ``None`` for an invalid ``bbox_2d``; and whether the box is
+    integral (every coordinate an integer below 2^24 in magnitude)."""
+    if type(value) is not list or len(value) != 4:
+        return None, False
+    x1, y1, x2, y2 = value
+    if type(x1) is int and type(y1) is int and type(x2) is int and type(y2) is int:
+        if not (x1 <= x2 and y1 <= y2):
+            return None, False
+        if -_EXACT < x1 and -_EXACT < y1 and x2 < _EXACT and y2 < _EXACT:  # x1 ≤ x2, y1 ≤ y2
+            return (float(x1), float(y1), float(x2), float(y2)), True
     coords = []
     for coord in value:
         # bool is an int in Python, and V-Triune's check (isinstance(c, (int, float))) accepts it.
         if not isinstance(coord, int | float):
-            return None
+            return None, False
         try:
             number = float(coord)
         except OverflowError:  # an int beyond the float range
-            return None
+            return None, False
         # Deliberate difference: V-Triune keeps ±Infinity (json accepts it); a non-finite box is
         # invalid here, so that every IoU is a number.
         if not math.isfinite(number):
-            return None
+            return None, False
         coords.append(number)
-    x1, y1, x2, y2 = coords
-    if not (x1 <= x2 and y1 <= y2):
-        return None
-    return x1, y1, x2, y2
+    fx1, fy1, fx2, fy2 = coords
+    if not (fx1 <= fx2 and fy1 <= fy2):
+        return None, False
+    integral = all(-_EXACT < c < _EXACT and c.is_integer() for c in coords)
+    return (fx1, fy1, fx2, fy2), integral
 
 
 def parse_box_list(text: str) -> Boxes | None:
@@ -77,36 +93,42 @@ def parse_box_list(text: str) -> Boxes | None:
     >>> parse_box_list("[{'bbox_2d': [1, 2, 3, 4], 'label': 'dog'}, {'bbox_2d': [1, 2, 3], 'label': 'x'}]")
     Boxes(xyxy=array([[1., 2., 3., 4.]]), labels=('dog',), integral=True)
     """
-    if not text or not text.strip() or len(text) > MAX_ANSWER_CHARS:
+    if not text or len(text) > MAX_ANSWER_CHARS or not text.strip():
         return None
-    text = text.replace("[[", "[").replace("]]", "]")
+    if "[[" in text:
+        text = text.replace("[[", "[")
+    if "]]" in text:
+        text = text.replace("]]", "]")
     if not text.endswith("]"):
         text = text.rsplit("},", 1)[0] + "}]"
-    text = text.replace("'", '"').replace("\\", "")
+    text = text.replace("'", '"')
+    if "\\" in text:
+        text = text.replace("\\", "")
     try:
         items = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(items, list):
+    if type(items) is not list:
         return None
-    seen: set[tuple[float, float, float, float]] = set()
-    coords: list[tuple[float, float, float, float]] = []
+    seen: set[Row] = set()
+    coords: list[Row] = []
     labels: list[str] = []
+    integral = True
     for item in items:
-        if not isinstance(item, dict) or "bbox_2d" not in item or "label" not in item:
+        if type(item) is not dict or "bbox_2d" not in item or "label" not in item:
             continue
-        box = _coords(item["bbox_2d"])
+        box, exact = _coords(item["bbox_2d"])
         label = item["label"]
-        if box is None or not isinstance(label, str) or box in seen:
+        if box is None or type(label) is not str or box in seen:  # json gives exact str, list, dict
             continue
         seen.add(box)
         coords.append(box)
         labels.append(label)
+        integral = integral and exact
     if not coords:
         return None
-    xyxy = np.array(coords, dtype=np.float64).reshape(-1, 4)
-    integral = bool((np.abs(xyxy) < _EXACT).all() and (xyxy == np.floor(xyxy)).all())
-    return Boxes(xyxy, tuple(labels), integral)
+    rows = tuple(coords)
+    return Boxes(np.array(rows, dtype=np.float64), tuple(labels), integral, rows)
 
 
 def extract_boxes(text: str) -> Boxes | None:

@@ -35,14 +35,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from trainer.rewards.boxes import Boxes, extract_boxes, normalize_boxes
-from trainer.rewards.coco_map import coco_map
+from trainer.rewards.coco_map import MapScores, coco_map, coco_map_pairs
 from trainer.rewards.errors import RewardModelError
-from trainer.rewards.matching import iou_first_sums, label_first_sums, match_scores, pairwise_iou
+from trainer.rewards.matching import (
+    greedy_walk,
+    iou_first_sums,
+    iou_first_totals,
+    iou_pairs,
+    label_first_sums,
+    label_first_walk,
+    pairwise_iou,
+)
 from trainer.rewards.registry import ScoreContext, Verifier, ground_truth, ratio, register_verifier
 from trainer.rewards.schedule import AVERAGE_THRESHOLDS
 from trainer.rewards.tags import ANSWER_CLOSE, ANSWER_OPEN
@@ -56,6 +66,9 @@ RATIO_KEYS = (*WEIGHT_KEYS, "iou_completeness")
 DEFAULT_DET_REWARD_RATIO: Mapping[str, float] = {"iou_max_label_first": 1.0, "iou_completeness": 0.3}
 REPORT_LABEL_FIRST = (0.5, 0.75, 0.95, 0.99)
 REPORT_IOU_FIRST = (0.5, 0.95)
+# Up to this many (prediction, ground truth) pairs of integer boxes, the matchings and mAP run in
+# plain Python over the overlapping pairs (numpy's per-call overhead dominates at that size).
+SMALL_PAIRS = 256
 
 DETECTION_KEYS: tuple[str, ...] = (
     "size_penalty_reward",
@@ -103,8 +116,30 @@ class DetectionParams:
 
 
 def detection_params(reward_model: Mapping[str, Any], parm: Mapping[str, Any]) -> DetectionParams:
-    """Read and check ``verifier_parm`` (``det_verifier_normalized``, ``det_reward_ratio``)."""
+    """Read and check ``verifier_parm`` (``det_verifier_normalized``, ``det_reward_ratio``).
+
+    Checked once per distinct content: every sample of a source usually carries the same
+    ``verifier_parm``. The cache key holds each value's type, so that ``True`` is not taken
+    for ``1``; anything unhashable is checked afresh.
+    """
     normalized = parm.get("det_verifier_normalized")
+    given = parm.get("det_reward_ratio")
+    if (normalized is None or normalized.__class__ is bool) and (given is None or given.__class__ is dict):
+        key = (normalized, None if given is None else tuple((k, v.__class__, v) for k, v in given.items()))
+        try:
+            return _cached_params(key)
+        except TypeError:  # an unhashable value: the check below says what is wrong with it
+            pass
+    return _check_params(normalized, given)
+
+
+@lru_cache(maxsize=1024)
+def _cached_params(key: tuple[bool | None, tuple[tuple[Any, type, Any], ...] | None]) -> DetectionParams:
+    normalized, items = key
+    return _check_params(normalized, None if items is None else {k: v for k, _, v in items})
+
+
+def _check_params(normalized: Any, given: Any) -> DetectionParams:
     if normalized is None:
         normalized = False
     if not isinstance(normalized, bool):
@@ -112,7 +147,6 @@ def detection_params(reward_model: Mapping[str, Any], parm: Mapping[str, Any]) -
             "reward_model.verifier_parm.det_verifier_normalized",
             f"det_verifier_normalized must be true or false, got {normalized!r}",
         )
-    given = parm.get("det_reward_ratio")
     if given is None:
         given = DEFAULT_DET_REWARD_RATIO
     if not isinstance(given, Mapping):
@@ -136,7 +170,7 @@ def detection_params(reward_model: Mapping[str, Any], parm: Mapping[str, Any]) -
             "reward_model.verifier_parm.det_reward_ratio",
             f"det_reward_ratio must give a positive weight to at least one of {', '.join(WEIGHT_KEYS)}",
         )
-    return DetectionParams(normalized, ratios)
+    return DetectionParams(normalized, MappingProxyType(ratios))
 
 
 @lru_cache(maxsize=4096)
@@ -164,12 +198,16 @@ def detection_format(response: str, boxes: Boxes | None) -> float:
 
 
 @lru_cache(maxsize=64)
-def _threshold_table(threshold: float | None) -> tuple[tuple[float, ...], dict[float, int]]:
+def _threshold_table(
+    threshold: float | None,
+) -> tuple[tuple[float, ...], dict[float, int], tuple[tuple[float, ...], tuple[float, ...]]]:
     """The thresholds to score for ε = ``threshold`` (ε and the reported ones; all of
-    :data:`AVERAGE_THRESHOLDS` for ``None``), ascending, and their positions."""
+    :data:`AVERAGE_THRESHOLDS` for ``None``), ascending; their positions; and the ones read
+    from the label-first and from the IoU-first matching."""
     wanted = set(AVERAGE_THRESHOLDS) if threshold is None else {threshold}
     values = tuple(sorted(wanted | set(REPORT_LABEL_FIRST) | set(REPORT_IOU_FIRST)))
-    return values, {t: i for i, t in enumerate(values)}
+    read = (tuple(sorted(wanted | set(REPORT_LABEL_FIRST))), tuple(sorted(wanted | set(REPORT_IOU_FIRST))))
+    return values, {t: i for i, t in enumerate(values)}, read
 
 
 # Report keys: (row of ``both``, threshold, pure/precision/recall keys); row 0 label-first, 1 IoU-first.
@@ -187,6 +225,55 @@ _REPORTS = tuple(
 )
 
 
+Sums = tuple[list[float], list[int]]  # (Σ matched IoU, M) at each threshold
+
+
+def _numpy_sums(pred: Boxes, gt: Boxes, thresholds: tuple[float, ...]) -> tuple[Sums, Sums, MapScores]:
+    """Label-first and IoU-first sums and the COCO scores, from the (P, G) IoU matrix."""
+    iou = pairwise_iou(pred.xyxy, gt.xyxy)  # (P, G)
+    label_id = {label: k for k, label in enumerate(dict.fromkeys(gt.labels))}
+    pred_ids = np.array([label_id.get(label, -1) for label in pred.labels])
+    same_label = pred_ids[:, None] == np.array([label_id[label] for label in gt.labels])  # (P, G)
+    maps = coco_map(
+        pred.xyxy, pred.labels, gt.xyxy, gt.labels, iou if pred.integral and gt.integral else None
+    )
+    return label_first_sums(iou, same_label, thresholds), iou_first_sums(iou, same_label, thresholds), maps
+
+
+def _small_sums(pred: Boxes, gt: Boxes, thresholds: tuple[float, ...]) -> tuple[Sums, Sums, MapScores]:
+    """:func:`_numpy_sums` in plain Python over the few pairs that overlap enough, for a few
+    boxes with integer coordinates (the usual answer): IoUs of :func:`iou_pairs` have
+    :func:`pairwise_iou`'s bits, which are COCO's for integer coordinates."""
+    pred_rows, gt_rows = pred.coordinate_rows(), gt.coordinate_rows()
+    pred_labels, gt_labels = pred.labels, gt.labels
+    n_gt = len(gt_labels)
+    pairs = iou_pairs(pred_rows, gt_rows, thresholds[0])  # prediction-major
+    same = [pred_labels[i] == gt_labels[j] for i, j, _ in pairs]
+    per_gt: dict[int, list[tuple[int, float]]] = {}  # label-first candidates by ground truth
+    for (i, j, v), agree in zip(pairs, same, strict=True):
+        if agree:
+            per_gt.setdefault(j, []).append((i, v))
+    label_sums = label_first_walk([per_gt[j] for j in sorted(per_gt)], thresholds)
+    # By decreasing IoU; reverse=True keeps the sort stable: ties stay in prediction-major order.
+    found = sorted([(i * n_gt + j, v) for i, j, v in pairs], key=itemgetter(1), reverse=True)
+    preds, gts, values = greedy_walk(found, len(pred_labels), n_gt)
+    agree_taken = [pred_labels[i] == gt_labels[j] for i, j in zip(preds, gts, strict=True)]
+    iou_sums = iou_first_totals(values, agree_taken, thresholds)
+    same_pairs = [pair for pair, agree in zip(pairs, same, strict=True) if agree]
+    maps = coco_map_pairs(same_pairs, pred_rows, pred_labels, gt_rows, gt_labels)
+    return label_sums, iou_sums, maps
+
+
+def _at(total: float, matches: int, n_pred: int, n_gt: int, w_c: float) -> tuple[float, float, float, float]:
+    """(mean IoU, precision, recall, weighted) from Σ matched IoU and M: :func:`match_scores`'
+    arithmetic, at one threshold."""
+    miss = (n_gt - matches) / n_gt
+    false_alarm = 0.0 if n_pred == 0 else (n_pred - matches) / n_pred
+    mean = total / n_gt
+    complete = 1.0 - (miss + false_alarm) / 2.0
+    return mean, 1 - false_alarm, 1 - miss, mean * (1.0 - w_c) + complete * w_c
+
+
 def detection_scores(
     pred: Boxes, gt: Boxes, ratios: Mapping[str, float], threshold: float | None
 ) -> dict[str, float]:
@@ -200,62 +287,58 @@ def detection_scores(
     >>> round(r["accuracy_reward"], 4)  # 0.6 · (0.7 · 1/1 + 0.3 · (1 − (0 + 1/2)/2))
     0.555
     """
-    thresholds, index = _threshold_table(threshold)
-    ratios = {key: float(ratios.get(key, 0.0)) for key in RATIO_KEYS}  # a key left out weighs 0
-    iou = pairwise_iou(pred.xyxy, gt.xyxy)  # (P, G)
-    if len(pred) * len(gt) <= 256:
-        same_label = np.array([[p == g for g in gt.labels] for p in pred.labels], dtype=bool)  # (P, G)
+    return _detection_scores(pred, gt, {key: float(ratios.get(key, 0.0)) for key in RATIO_KEYS}, threshold)
+
+
+def _detection_scores(
+    pred: Boxes, gt: Boxes, ratios: Mapping[str, float], threshold: float | None
+) -> dict[str, float]:
+    """:func:`detection_scores` with ``ratios`` holding every RATIO_KEYS key as a float."""
+    thresholds, index, read = _threshold_table(threshold)
+    n_pred, n_gt = len(pred), len(gt)
+    if pred.integral and gt.integral and n_pred * n_gt <= SMALL_PAIRS:
+        label_sums, iou_sums, maps = _small_sums(pred, gt, thresholds)
     else:
-        label_id = {label: k for k, label in enumerate(dict.fromkeys(gt.labels))}
-        pred_ids = np.array([label_id.get(label, -1) for label in pred.labels])
-        same_label = pred_ids[:, None] == np.array([label_id[label] for label in gt.labels])
-    # Both matchings at every threshold; row 0 label-first, row 1 IoU-first.
+        label_sums, iou_sums, maps = _numpy_sums(pred, gt, thresholds)
+    # Row 0 label-first, row 1 IoU-first: scores at the thresholds that are read.
     w_c = ratios["iou_completeness"]
     both = [
-        match_scores(thresholds, *label_first_sums(iou, same_label, thresholds), len(pred), len(gt), w_c),
-        match_scores(thresholds, *iou_first_sums(iou, same_label, thresholds), len(pred), len(gt), w_c),
+        {t: _at(sums[index[t]], counts[index[t]], n_pred, n_gt, w_c) for t in row_read}
+        for (sums, counts), row_read in zip((label_sums, iou_sums), read, strict=True)
     ]
     if threshold is None:  # "average": the mean over AVERAGE_THRESHOLDS, summed in order
-        at = [sum(s.weighted[index[t]] for t in AVERAGE_THRESHOLDS) / len(AVERAGE_THRESHOLDS) for s in both]
+        at = [sum(s[t][3] for t in AVERAGE_THRESHOLDS) / len(AVERAGE_THRESHOLDS) for s in both]
     else:
-        at = [s.weighted[index[threshold]] for s in both]
-    maps = coco_map(
-        pred.xyxy, pred.labels, gt.xyxy, gt.labels, iou if pred.integral and gt.integral else None
-    )
+        at = [s[threshold][3] for s in both]
 
-    penalty = SIZE_PENALTY_BASE ** abs(len(pred) - len(gt))
-    pure = {
-        "iou_max_iou_first": at[1],
-        "iou_max_label_first": at[0],
-        "map": maps.map,
-        "map50": maps.map50,
-        "map75": maps.map75,
-    }
-    weighted = {key: value * penalty for key, value in pure.items()}
+    penalty = SIZE_PENALTY_BASE ** abs(n_pred - n_gt)
+    # In WEIGHT_KEYS order: iou_max_iou_first, iou_max_label_first, map, map50, map75.
+    pure = (at[1], at[0], maps.map, maps.map50, maps.map75)
+    weighted = [value * penalty for value in pure]
     norm = 0.0
     total = 0.0
-    for key in WEIGHT_KEYS:  # V-Triune's summation order
+    for key, value in zip(WEIGHT_KEYS, weighted, strict=True):  # V-Triune's summation order
         norm += ratios[key]
-        total += weighted[key] * ratios[key]
+        total += value * ratios[key]
     rewards = {
         "accuracy_reward": total / norm if norm > 0 else 0.0,
         "size_penalty_reward": penalty,
-        "pure_iou_score_max_iou_reward": pure["iou_max_iou_first"],
-        "pure_iou_score_max_label_reward": pure["iou_max_label_first"],
-        "pure_map_score_reward": pure["map"],
-        "pure_map50_score_reward": pure["map50"],
-        "pure_map75_score_reward": pure["map75"],
-        "weighted_iou_score_max_iou_reward": weighted["iou_max_iou_first"],
-        "weighted_iou_score_max_label_reward": weighted["iou_max_label_first"],
-        "weighted_map_score_reward": weighted["map"],
-        "weighted_map50_score_reward": weighted["map50"],
-        "weighted_map75_score_reward": weighted["map75"],
+        "pure_iou_score_max_iou_reward": pure[0],
+        "pure_iou_score_max_label_reward": pure[1],
+        "pure_map_score_reward": pure[2],
+        "pure_map50_score_reward": pure[3],
+        "pure_map75_score_reward": pure[4],
+        "weighted_iou_score_max_iou_reward": weighted[0],
+        "weighted_iou_score_max_label_reward": weighted[1],
+        "weighted_map_score_reward": weighted[2],
+        "weighted_map50_score_reward": weighted[3],
+        "weighted_map75_score_reward": weighted[4],
     }
     for row, t, pure_key, precision_key, recall_key in _REPORTS:
-        scores, i = both[row], index[t]
-        rewards[pure_key] = scores.mean_iou[i]
-        rewards[precision_key] = scores.precision[i]
-        rewards[recall_key] = scores.recall[i]
+        mean, precision, recall, _ = both[row][t]
+        rewards[pure_key] = mean
+        rewards[precision_key] = precision
+        rewards[recall_key] = recall
     return rewards
 
 
@@ -279,9 +362,7 @@ class DetectionVerifier(Verifier):
         params = detection_params(reward_model, self.check_parm_keys(reward_model))
         gt = ground_truth_boxes(reward_model)
         pred = extract_boxes(response)
-        rewards = self.zero_rewards()
-        del rewards["final_reward"]
-        rewards["format_reward"] = detection_format(response, pred)
+        fmt = detection_format(response, pred)
         if pred is not None and params.normalized:
             if context.image_size is None:
                 raise ValueError(
@@ -289,13 +370,16 @@ class DetectionVerifier(Verifier):
                 )
             pred = normalize_boxes(pred, *context.image_size)
         if pred is None:
-            return rewards
-        threshold = (
-            None
-            if context.schedule.average
-            else context.schedule.threshold(context.step, context.total_steps)
-        )
-        rewards.update(detection_scores(pred, gt, params.ratios, threshold))
+            rewards = dict.fromkeys(DETECTION_KEYS, 0.0)
+            rewards["accuracy_reward"] = 0.0
+        else:
+            threshold = (
+                None
+                if context.schedule.average
+                else context.schedule.threshold(context.step, context.total_steps)
+            )
+            rewards = _detection_scores(pred, gt, params.ratios, threshold)
+        rewards["format_reward"] = fmt
         return rewards
 
     def validate(self, reward_model: Mapping[str, Any]) -> None:

@@ -9,18 +9,21 @@ G ground truths and M matches at threshold ε::
     completeness = 1 − (miss + false_alarm) / 2
     weighted     = (1 − w_c) · mean_iou + w_c · completeness
 
-The IoU of all pairs is one numpy expression. The greedy matchings are sequential by nature;
-only pairs with IoU ≥ the smallest threshold can ever match, which leaves a handful of
-candidate pairs per answer, walked in plain Python (cheaper than numpy's per-call overhead at
-that size) with a numpy path over (T, P) arrays for large inputs. A threshold at which no
-candidate IoU changes side gives the previous threshold's matching without a new pass. Every
-arithmetic operation is done in the reference's order, so scores are equal to the last bit.
+The IoU of all pairs is one numpy expression (:func:`pairwise_iou`), or, for the few boxes of a
+usual answer, a plain Python loop that keeps only the pairs that can match (:func:`iou_pairs`,
+same bits; numpy's per-call overhead is most of the cost at that size). The greedy matchings
+are sequential by nature; only pairs with IoU ≥ the smallest threshold can ever match, which
+leaves a handful of candidate pairs per answer, walked in plain Python
+(:func:`label_first_walk`, :func:`greedy_walk`) with a numpy path over (T, P) arrays for large
+inputs. A threshold at which no candidate IoU changes side gives the previous threshold's
+matching without a new pass. Every arithmetic operation is done in the reference's order, so
+scores are equal to the last bit.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +49,39 @@ def pairwise_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         inter = side[..., 0] * side[..., 1]
         union = (size_p[:, 0] * size_p[:, 1])[:, None] + (size_g[:, 0] * size_g[:, 1])[None, :] - inter
         np.divide(inter, union, out=out, where=overlap)
+    return out
+
+
+def iou_pairs(
+    pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], min_iou: float
+) -> list[tuple[int, int, float]]:
+    """Every (prediction, ground truth, IoU) with IoU ≥ ``min_iou``, prediction-major, in plain Python.
+
+    For a few boxes, a loop over the pairs costs less than numpy's per-call overhead; pairs that
+    do not overlap are rejected before any division. The arithmetic is :func:`pairwise_iou`'s,
+    operation for operation, so each IoU has the same bits (a zero or non-number union gives
+    no pair, as NaN fails every ``≥``).
+
+    >>> iou_pairs([(0.0, 0, 2, 2)], [(1.0, 1, 3, 3), (2.0, 0, 4, 2)], 0.1)
+    [(0, 0, 0.14285714285714285)]
+    """
+    gt_boxes = [(x1, y1, x2, y2, (x2 - x1) * (y2 - y1)) for x1, y1, x2, y2 in gt]
+    out: list[tuple[int, int, float]] = []
+    for i, (px1, py1, px2, py2) in enumerate(pred):
+        area = (px2 - px1) * (py2 - py1)
+        for j, (gx1, gy1, gx2, gy2, gt_area) in enumerate(gt_boxes):
+            w = (px2 if px2 < gx2 else gx2) - (px1 if px1 > gx1 else gx1)
+            if not w > 0:
+                continue
+            h = (py2 if py2 < gy2 else gy2) - (py1 if py1 > gy1 else gy1)
+            if not h > 0:
+                continue
+            inter = w * h
+            union = area + gt_area - inter
+            if union > 0:
+                value = inter / union
+                if value >= min_iou:
+                    out.append((i, j, value))
     return out
 
 
@@ -134,7 +170,20 @@ def label_first_sums(
         gts, preds = np.nonzero(candidate.T)
         for j, i, v in zip(gts.tolist(), preds.tolist(), iou[preds, gts].tolist(), strict=True):
             per_gt.setdefault(j, []).append((i, v))
-    ordered = sorted(v for pairs in per_gt.values() for _, v in pairs)
+    return label_first_walk(list(per_gt.values()), thresholds)
+
+
+def label_first_walk(
+    per_gt: Sequence[Sequence[tuple[int, float]]], thresholds: Sequence[float]
+) -> tuple[list[float], list[int]]:
+    """:func:`label_first_sums` from its candidate pairs: ``per_gt`` lists, for each ground truth
+    in order, its (prediction, IoU) pairs of the same label with IoU ≥ ``thresholds[0]``, by
+    prediction index (ground truths without a candidate may be left out).
+
+    >>> label_first_walk([[(0, 0.9), (1, 0.95)], [(0, 0.7)]], (0.5, 0.8))  # 0.95 + 0.7; 0.95
+    ([1.65, 0.95], [2, 1])
+    """
+    ordered = sorted(v for pairs in per_gt for _, v in pairs)
     sums: list[float] = []
     counts: list[int] = []
     for n, t in enumerate(thresholds):
@@ -144,7 +193,7 @@ def label_first_sums(
             continue
         taken: set[int] = set()
         total, count = 0.0, 0
-        for pairs in per_gt.values():
+        for pairs in per_gt:
             best_i, best_v = -1, -1.0
             for i, v in pairs:
                 if v > best_v and i not in taken:  # strict: the earliest on ties
@@ -200,6 +249,18 @@ def greedy_pairs(iou: np.ndarray, min_iou: float) -> tuple[list[int], list[int],
         candidates = np.flatnonzero(flat >= min_iou)
         order = candidates[np.argsort(-flat[candidates], kind="stable")]
         pairs = zip(order.tolist(), flat[order].tolist(), strict=True)
+    return greedy_walk(pairs, n_pred, n_gt)
+
+
+def greedy_walk(
+    pairs: Iterable[tuple[int, float]], n_pred: int, n_gt: int
+) -> tuple[list[int], list[int], list[float]]:
+    """:func:`greedy_pairs` from its candidates: (flat index ``i · n_gt + j``, IoU) by decreasing
+    IoU, ties in prediction-major order; each pair whose two boxes are still free is taken.
+
+    >>> greedy_walk([(0, 0.9), (1, 0.8), (3, 0.6)], 2, 2)  # (0, 1) is skipped: prediction 0 is taken
+    ([0, 1], [0, 1], [0.9, 0.6])
+    """
     pred_free = [True] * n_pred
     gt_free = [True] * n_gt
     limit = min(n_pred, n_gt)
@@ -228,9 +289,22 @@ def iou_first_sums(
     :func:`greedy_pairs` with IoU ≥ ε.
     """
     preds, gts, values = greedy_pairs(iou, thresholds[0])
+    same = [bool(same_label[i, j]) for i, j in zip(preds, gts, strict=True)]
+    return iou_first_totals(values, same, thresholds)
+
+
+def iou_first_totals(
+    values: Sequence[float], same: Sequence[bool], thresholds: Sequence[float]
+) -> tuple[list[float], list[int]]:
+    """(Σ matched IoU, M) at each threshold from the greedy pairs' IoUs (decreasing) and whether
+    each pair's labels agree (a pair that disagrees counts IoU 0, and in M).
+
+    >>> iou_first_totals([0.9, 0.8, 0.6], [True, False, True], (0.5, 0.85))  # 0.9 + 0 + 0.6; 0.9
+    ([1.5, 0.9], [3, 1])
+    """
     running = [0.0]  # running[m]: Σ of the first m scores, summed in order as Python's sum()
-    for i, j, v in zip(preds, gts, values, strict=True):
-        running.append(running[-1] + (v if same_label[i, j] else 0.0))
+    for v, agree in zip(values, same, strict=True):
+        running.append(running[-1] + (v if agree else 0.0))
     negated = [-v for v in values]  # ascending
     counts = [bisect_right(negated, -t) for t in thresholds]  # pairs with IoU ≥ t
     return [running[m] for m in counts], counts

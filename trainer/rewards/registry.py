@@ -77,9 +77,9 @@ class Verifier(ABC):
     def check_parm_keys(self, reward_model: Mapping[str, Any]) -> Mapping[str, Any]:
         """``verifier_parm`` as a mapping ({} when absent); unknown keys are refused."""
         parm = verifier_parm(reward_model)
-        allowed = COMMON_PARM_KEYS | self.parm_keys
         for key in parm:
-            if key not in allowed:
+            if key not in COMMON_PARM_KEYS and key not in self.parm_keys:
+                allowed = COMMON_PARM_KEYS | self.parm_keys
                 raise RewardModelError(
                     f"reward_model.verifier_parm.{key}",
                     f"unknown key {key!r} in verifier_parm of verifier {self.name!r}; "

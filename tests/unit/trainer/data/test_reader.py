@@ -17,9 +17,11 @@ from trainer.data import reader
 from trainer.data.reader import (
     ORSTA_SCHEMA,
     DataFormatError,
+    batch_to_rows,
     check_parquet_schema,
     file_format,
     iter_dataset,
+    iter_parquet_batches,
     iter_samples,
     write_jsonl,
     write_parquet,
@@ -131,6 +133,35 @@ def test_corrupt_row_group_names_the_rows(memory_root):
     # batches of 50: rows 0-99 come from the intact row group 0, then row group 1 fails
     assert len(read) == 100
     assert str(info.value).startswith(f"{memory_root}/bad.parquet: corrupt data after row 100 of 300 (")
+
+
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_batches_of_a_file_read_as_rows(memory_root, tmp_path, where):
+    uri = f"{memory_root}/a.parquet" if where == "memory" else str(tmp_path / "a.parquet")
+    rows = _rows(7)
+    write_parquet(rows, uri, row_group_rows=3)
+    batches = list(iter_parquet_batches(uri, batch_rows=2))
+    assert [b.num_rows for b in batches] == [2, 2, 2, 1]  # batches run across row groups
+    assert [row for b in batches for row in batch_to_rows(b)] == rows
+    sized = list(iter_parquet_batches(uri, batch_rows=None))  # sized from the metadata: one batch here
+    assert [b.num_rows for b in sized] == [7]
+
+
+def test_local_files_fail_like_any_other(tmp_path):
+    with pytest.raises(DataFormatError) as info:
+        list(iter_parquet_batches(str(tmp_path / "missing.parquet")))
+    assert str(info.value) == f"{tmp_path / 'missing.parquet'}: file not found"
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataFormatError, match=r"bad\.parquet: not a readable parquet file \("):
+        list(iter_parquet_batches(str(tmp_path / "bad.parquet")))
+    write_parquet(_rows(300), str(tmp_path / "a.parquet"), row_group_rows=100)
+    data = bytearray((tmp_path / "a.parquet").read_bytes())
+    column = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data[start : start + 16] = b"\xff" * 16
+    (tmp_path / "a.parquet").write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match="corrupt data after row 100 of 300"):
+        list(iter_parquet_batches(str(tmp_path / "a.parquet"), batch_rows=50))
 
 
 def test_not_a_parquet_file(memory_root):
@@ -465,3 +496,46 @@ def test_safe_relative_path_refuses(path, message):
 
 def test_safe_relative_path_normalises():
     assert safe_relative_path("./images//a.png") == "images/a.png"
+
+
+def test_prefetch_keeps_order_and_raises_in_place():
+    from trainer.data.reader import prefetch
+
+    assert list(prefetch(iter(range(100)))) == list(range(100))
+    assert list(prefetch(iter([]))) == []
+
+    def failing():
+        yield 1
+        yield 2
+        raise DataFormatError("a.parquet", "corrupt data after row 2 of 9 (boom)")
+
+    seen = []
+    with pytest.raises(DataFormatError, match="corrupt data after row 2"):
+        for item in prefetch(failing()):
+            seen.append(item)
+    assert seen == [1, 2]
+
+
+def test_prefetch_stopped_early_closes_its_source():
+    import threading
+
+    from trainer.data.reader import prefetch
+
+    closed = threading.Event()
+    produced = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                produced.append(n)
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    items = prefetch(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    assert closed.is_set()
+    assert len(produced) <= 3 + 2 + 1  # read ahead by at most depth, plus the one being put

@@ -7,8 +7,9 @@ import json
 import fsspec
 import pytest
 
-from trainer.data.reader import DataFormatError, write_jsonl, write_parquet
-from trainer.data.validate import RowError, SourceSummary, validate_file
+from trainer.data.reader import DataFormatError, iter_samples, write_jsonl, write_parquet
+from trainer.data.schema import task_type, validate_sample
+from trainer.data.validate import FileReport, RowError, SourceSummary, validate_file
 
 from .factories import make_row, png_bytes
 
@@ -115,3 +116,72 @@ def test_unreadable_file_raises(memory_root):
 def test_max_errors_must_not_be_negative():
     with pytest.raises(ValueError, match="^max_errors must be >= 0, got -1$"):
         validate_file("a.parquet", max_errors=-1)
+
+
+def _mixed_rows(seed: int) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(300):
+        kind = rng.random()
+        if kind < 0.1:
+            rows.append(make_row(ability=rng.choice(["", "x" * 300])))
+        elif kind < 0.2:
+            rows.append(make_row(images=[{"bytes": png_bytes()[: rng.randrange(60)], "path": "a.png"}]))
+        elif kind < 0.3:
+            rows.append(_detection_row(rng.choice(["shapes", "mm_math"])))  # mm_math: a verifier clash
+        elif kind < 0.35:
+            rows.append(make_row(prompt=[{"role": "user", "content": "no marker"}]))
+        else:
+            rows.append(
+                make_row(data_source=rng.choice(["mm_math", "geo", "ocr_words"]), extra_info={"id": f"{i}"})
+            )
+    return rows
+
+
+def _row_by_row_report(uri: str, max_errors: int) -> FileReport:
+    """The report as the file was read before batches: validate_sample on each row, in order."""
+    report = FileReport()
+    for number, sample in enumerate(iter_samples(uri), start=1):
+        report.rows = number
+        errors = validate_sample(sample)
+        for error in errors:
+            report.error_count += 1
+            if len(report.errors) < max_errors:
+                report.errors.append(RowError(number, error.field, error.message))
+        if errors:
+            report.invalid_rows += 1
+            continue
+        name, verifier = sample["data_source"], sample["reward_model"]["verifier"]
+        summary = report.sources.get(name)
+        if summary is None:
+            summary = report.sources[name] = SourceSummary(name, task_type(sample), verifier)
+        elif summary.verifier != verifier:
+            report.error_count += 1
+            if len(report.errors) < max_errors:
+                message = (
+                    f"source {name!r} uses verifier {summary.verifier!r} in earlier rows, {verifier!r} here;"
+                    " give each verifier its own data_source"
+                )
+                report.errors.append(RowError(number, "reward_model.verifier", message))
+            report.invalid_rows += 1
+            continue
+        summary.count += 1
+    return report
+
+
+@pytest.mark.parametrize(("seed", "batch_rows"), [(0, 2048), (1, 13), (2, 3)])
+def test_batch_checks_give_the_report_of_the_row_checks(memory_root, tmp_path, monkeypatch, seed, batch_rows):
+    from trainer.data import reader
+
+    monkeypatch.setattr(reader, "MIN_BATCH_ROWS", 1)
+    monkeypatch.setattr(reader, "MAX_BATCH_ROWS", batch_rows)  # sources and clashes across batches
+    rows = _mixed_rows(seed)
+    for uri in (f"{memory_root}/a.parquet", str(tmp_path / "a.parquet")):
+        write_parquet(rows, uri, row_group_rows=37)
+        for max_errors in (0, 20, 1000):
+            ours = validate_file(uri, max_errors=max_errors)
+            assert ours == _row_by_row_report(uri, max_errors)
+        assert ours.invalid_rows > 0 and ours.error_count > 20
+        assert any(e.field == "reward_model.verifier" for e in ours.errors)

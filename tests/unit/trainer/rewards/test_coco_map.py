@@ -92,3 +92,25 @@ def test_equal_to_pycocotools(seed):
         assert _ours(pred, gt) == theirs  # bit for bit
         if all(float(c).is_integer() for b, _ in pred + gt for c in b):
             assert _ours(pred, gt, reuse_iou=True) == theirs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_from_candidate_pairs_equal_to_pycocotools(seed):
+    from trainer.rewards.coco_map import coco_map_pairs
+    from trainer.rewards.matching import iou_pairs
+
+    rng = random.Random(100 + seed)
+    checked = 0
+    for _ in range(150):
+        pred, gt = _random_case(rng)
+        if not all(float(c).is_integer() for b, _ in pred + gt for c in b):
+            continue  # iou_pairs gives COCO's IoU for integer coordinates
+        pred_rows = [tuple(map(float, b)) for b, _ in pred]
+        gt_rows = [tuple(map(float, b)) for b, _ in gt]
+        pairs = [(i, j, v) for i, j, v in iou_pairs(pred_rows, gt_rows, 0.3) if pred[i][1] == gt[j][1]]
+        scores = coco_map_pairs(
+            pairs, pred_rows, tuple(label for _, label in pred), gt_rows, tuple(label for _, label in gt)
+        )
+        assert {"map": scores.map, "map50": scores.map50, "map75": scores.map75} == _theirs(pred, gt)
+        checked += 1
+    assert checked > 100

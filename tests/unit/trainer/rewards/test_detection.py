@@ -276,3 +276,58 @@ def test_equal_to_the_reference_when_normalised():
         assert ours["accuracy_reward"] == theirs["final_score"]
         for key in DETECTION_KEYS:
             assert ours[key] == theirs[key.removesuffix("_reward")], key
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "average", 0.3, 0.97])
+def test_plain_python_and_numpy_paths_agree_bit_for_bit(monkeypatch, schedule):
+    from trainer.rewards import detection
+
+    rng = random.Random(11)
+    cases = []
+    for _ in range(120):
+        pred, gt, ratios = _random_case(rng)
+        ratios["map"] = 0.5
+        cases.append((answer(pred), model(gt, ratios), rng.randint(0, 100)))
+    small = [compute_reward(r, m, step=s, total_steps=100, iou_schedule=schedule) for r, m, s in cases]
+    monkeypatch.setattr(detection, "SMALL_PAIRS", 0)  # every case through the (P, G) numpy arrays
+    large = [compute_reward(r, m, step=s, total_steps=100, iou_schedule=schedule) for r, m, s in cases]
+    assert small == large
+    assert any(r["pure_map_score_reward"] not in (0.0, 1.0) for r in small)  # the cases are not trivial
+
+
+def test_detection_params_are_cached_by_content_and_type():
+    from trainer.rewards import detection
+
+    ratios = dict(LABEL_FIRST)
+    assert compute_reward(answer([DOG]), model([DOG], ratios))["accuracy_reward"] == 1.0
+    # the same content with True for 1.0 is refused, though True == 1.0 and hash(True) == hash(1.0)
+    with pytest.raises(RewardModelError, match="iou_max_label_first must be a number in"):
+        compute_reward(answer([DOG]), model([DOG], {**ratios, "iou_max_label_first": True}))
+    # a ratio dict changed in place is read again
+    ratios["iou_max_label_first"] = 0.0
+    with pytest.raises(RewardModelError, match="positive weight"):
+        compute_reward(answer([DOG]), model([DOG], ratios))
+    # unhashable values are checked without the cache
+    with pytest.raises(RewardModelError, match=r"map must be a number in \[0, 1\], got \[1\]"):
+        compute_reward(answer([DOG]), model([DOG], {**LABEL_FIRST, "map": [1]}))
+    with pytest.raises(RewardModelError, match="det_verifier_normalized must be true or false, got 1"):
+        compute_reward(answer([DOG]), model([DOG], normalized=1))
+    params = detection.detection_params({}, {"det_reward_ratio": {"iou_max_label_first": 1}})
+    with pytest.raises(TypeError):
+        params.ratios["map"] = 1.0  # shared between calls: read-only
+
+
+def test_iou_ties_are_broken_in_prediction_order_as_the_reference():
+    # both predictions cover half of the ground truth: IoU 50 / 100 = 0.5 each; IoU-first takes
+    # the first one (label "b", counted as IoU 0), label-first the one labelled "a"
+    gt = [([0, 0, 10, 10], "a")]
+    pred = [([0, 0, 10, 5], "b"), ([0, 5, 10, 10], "a")]
+    ratios = {**LABEL_FIRST, "iou_max_iou_first": 1.0}
+    ours = compute_reward(answer(pred), model(gt, ratios), iou_schedule=0.5)
+    theirs = reference.detection_accuracy(answer(pred), model(gt)["ground_truth"], ratios, 0.5)
+    assert ours["pure_iou_score_max_iou_reward"] == pytest.approx(
+        0.3 * (1 - (0 + 1 / 2) / 2)
+    )  # 0.7·0 + 0.3·0.75
+    assert ours["pure_iou_score_max_label_reward"] == pytest.approx(0.7 * 0.5 + 0.3 * 0.75)
+    for key in DETECTION_KEYS:
+        assert ours[key] == theirs[key.removesuffix("_reward")], key

@@ -177,3 +177,27 @@ def test_match_scores_by_hand():
     assert scores.recall == pytest.approx((0.5,))
     # no prediction: false alarm 0 by definition, miss 1 → completeness 0.5
     assert match_scores((0.5,), [0.0], [0], 0, 2, 0.3).completeness == (0.5,)
+
+
+def test_iou_pairs_equal_pairwise_iou_bit_for_bit():
+    from trainer.rewards.matching import iou_pairs
+
+    rng = np.random.default_rng(3)
+    for integral in (True, False):
+        for _ in range(40):
+            corners = rng.integers(0, 60, size=(9, 2, 2)) if integral else rng.uniform(0, 60, size=(9, 2, 2))
+            boxes = np.sort(corners, axis=1).transpose(0, 2, 1).reshape(9, 4)[:, [0, 2, 1, 3]].astype(float)
+            pred, gt = boxes[:5], boxes[5:]
+            matrix = pairwise_iou(pred, gt)
+            expected = [(i, j, matrix[i, j]) for i in range(5) for j in range(4) if matrix[i, j] >= 0.2]
+            assert iou_pairs(pred.tolist(), gt.tolist(), 0.2) == expected
+
+
+def test_iou_pairs_of_degenerate_and_huge_boxes():
+    from trainer.rewards.matching import iou_pairs
+
+    # zero-area boxes never overlap; an infinite area gives no pair (IoU 0 or NaN, as pairwise_iou)
+    boxes = [(0.0, 0.0, 0.0, 10.0), (0.0, 0.0, 1e300, 1e300), (1.0, 1.0, 2.0, 2.0)]
+    assert iou_pairs(boxes, boxes, 0.5) == [(2, 2, 1.0)]
+    matrix = pairwise_iou(np.array(boxes), np.array(boxes))
+    assert not (matrix >= 0.5)[:2].any()
