@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from control.api.base import ProjectApi, StrictSerializer, paginated, query_int
+from control.api.base import ProjectApi, StrictSerializer, paginated, query_choice, query_int
 from control.models import Alert, AlertRule
 from control.selectors.alerts import alert_rules_list, alerts_list
 from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
@@ -130,7 +130,7 @@ class AlertListApi(ProjectApi):
             user=request.user,
             project_id=query_int(request, "project"),
             run_id=query_int(request, "run"),
-            state=request.query_params.get("state", "")[:16] or None,
+            state=query_choice(request, "state", Alert.State.values),
         )
         return paginated(self, qs, AlertOutput)
 

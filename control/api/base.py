@@ -54,6 +54,17 @@ def query_int(request, name: str) -> int | None:
     return value
 
 
+def query_choice(request, name: str, choices) -> str | None:
+    """An optional query parameter that must be one of ``choices``; anything else is a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    allowed = list(choices)
+    if raw not in allowed:
+        raise ValidationError({name: [f"must be one of {', '.join(allowed)}, got {raw[:50]!r}"]})
+    return raw
+
+
 def paginated(view: APIView, queryset, serializer_class):
     paginator = api_settings.DEFAULT_PAGINATION_CLASS()
     page = paginator.paginate_queryset(queryset, view.request, view=view)

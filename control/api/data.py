@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from control.api.base import ProjectApi, StrictSerializer, paginated, query_int
+from control.api.base import ProjectApi, StrictSerializer, paginated, query_choice, query_int
 from control.models import Dataset, DatasetVersion, DataSource, Tag
 from control.selectors.data import data_sources_list, datasets_list, tags_list
 from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
@@ -101,7 +101,7 @@ class DataSourceListApi(ProjectApi):
             user=request.user,
             project_id=query_int(request, "project"),
             tag=params.get("tag", "")[:64] or None,
-            task_type=params.get("task_type", "")[:16] or None,
+            task_type=query_choice(request, "task_type", DataSource.TaskType.values),
             search=params.get("search", "")[:200] or None,
         )
         return paginated(self, qs.select_related("dataset_version"), DataSourceOutput)

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from control.api.base import ProjectApi, StrictSerializer, paginated, query_int
+from control.api.base import ProjectApi, StrictSerializer, paginated, query_choice, query_int
 from control.errors import NotFound
 from control.models import ApiToken, DataSource, MetricPoint, Run, RunSource
 from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
@@ -124,7 +124,7 @@ class RunListCreateApi(ProjectApi):
         responses=RunOutput(many=True),
     )
     def get(self, request):
-        status = request.query_params.get("status", "")[:16] or None
+        status = query_choice(request, "status", Run.Status.values)
         qs = runs_list(user=request.user, project_id=query_int(request, "project"), status=status)
         return paginated(self, qs, RunOutput)
 

@@ -586,9 +586,6 @@ HOSTILE_QUERY = ["x\x00y", "' OR 1=1 --", "<script>", "%", "\\", "日本", "a" *
     [
         ("data-sources/", "search"),
         ("data-sources/", "tag"),
-        ("data-sources/", "task_type"),
-        ("runs/", "status"),
-        ("alerts/", "state"),
         ("runs/{run}/metrics/", "key"),
         ("runs/{run}/metrics/", "source"),
     ],
@@ -600,6 +597,29 @@ def test_hostile_text_query_params_never_fail(route, name, value, world, owner):
     else:
         assert response.status_code == 200, response.content[:300]
         assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize("value", [*HOSTILE_QUERY, "runing", "RUNNING"])
+@pytest.mark.parametrize(
+    ("route", "name", "allowed"),
+    [
+        (
+            "data-sources/",
+            "task_type",
+            "math, puzzle, science, chart, ocr, counting, detection, grounding, other",
+        ),
+        ("runs/", "status", "pending, submitted, running, succeeded, failed, cancelling, cancelled"),
+        ("alerts/", "state", "firing, acknowledged, resolved"),
+    ],
+)
+def test_an_unknown_choice_filter_is_400_naming_the_choices(route, name, allowed, value, world, owner):
+    response = owner.get(_path(route, world), {name: value})
+    if "\x00" in value:
+        assert_error(response, 400, code="invalid", message=f"{name}: must not contain NUL characters")
+    else:
+        assert_error(
+            response, 400, code="invalid", message=f"{name}: must be one of {allowed}, got {value[:50]!r}"
+        )
 
 
 def test_search_treats_like_wildcards_literally(world, owner, make_source):

@@ -183,5 +183,7 @@ def test_runs_list_newest_first_and_filters(project, make_run, make_project, use
     assert names(project=project.pk) == ["second", "first"]
     assert names(status="running") == ["second"]
     assert names(status="pending", project=third.project_id) == ["third"]
-    assert names(status="nonsense") == []
+    refused = owner.get(API + "runs/", {"status": "nonsense"})
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("status: must be one of pending, submitted, running")
     assert first.pk != third.pk
