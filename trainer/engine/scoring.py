@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
 from trainer.config import RewardConfig
+from trainer.registry import lookup, register_into
 from trainer.rewards import RewardClient, RewardPool, RewardRequest, RewardResult
 from trainer.rewards.schedule import Schedule
 
@@ -35,13 +36,7 @@ _SCORERS: dict[str, Callable[..., Scorer]] = {}
 def register_scorer(name: str) -> Callable[[S], S]:
     """Register a scorer factory ``factory(config: RewardConfig, environ) -> Scorer`` under ``name``."""
 
-    def decorator(factory: S) -> S:
-        if name in _SCORERS:
-            raise ValueError(f"scorer {name!r} is already registered")
-        _SCORERS[name] = factory
-        return factory
-
-    return decorator
+    return register_into(_SCORERS, "scorer", name)
 
 
 def scorer_names() -> list[str]:
@@ -51,9 +46,7 @@ def scorer_names() -> list[str]:
 
 def build_scorer(name: str, config: RewardConfig, environ: Mapping[str, str] | None = None) -> Scorer:
     """The scorer registered as ``name``, built from the reward config."""
-    if name not in _SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(scorer_names())}")
-    return _SCORERS[name](config, os.environ if environ is None else environ)
+    return lookup(_SCORERS, "scorer", name)(config, os.environ if environ is None else environ)
 
 
 def scorer_name(config: RewardConfig) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from trainer.registry import lookup, register_into
 from trainer.rollout.types import Rollout, RolloutPrompt
 
 
@@ -39,13 +40,7 @@ _BACKENDS: dict[str, Callable[..., RolloutBackend]] = {}
 def register_backend(name: str) -> Callable[[B], B]:
     """Class decorator registering a backend factory under ``name``; a name registers once."""
 
-    def decorator(factory: B) -> B:
-        if name in _BACKENDS:
-            raise ValueError(f"rollout backend {name!r} is already registered")
-        _BACKENDS[name] = factory
-        return factory
-
-    return decorator
+    return register_into(_BACKENDS, "rollout backend", name)
 
 
 def backend_names() -> list[str]:
@@ -55,6 +50,4 @@ def backend_names() -> list[str]:
 
 def build_backend(name: str, **kwargs: Any) -> RolloutBackend:
     """Build the backend registered as ``name`` with its constructor's keyword arguments."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown rollout backend {name!r}; known: {', '.join(backend_names())}")
-    return _BACKENDS[name](**kwargs)
+    return lookup(_BACKENDS, "rollout backend", name)(**kwargs)
