@@ -1,6 +1,7 @@
 """Detection reward: trainer.rewards vs a straightforward implementation calling pycocotools.
 
-The baseline below writes V-Triune's formulas the plain way (as ``reward_server/verify.py`` and
+The baseline (the plain re-write in tests/unit/trainer/rewards/reference.py) writes V-Triune's
+formulas the plain way (as ``reward_server/verify.py`` and
 ``utils/det_helper.py`` do: Python loops over box pairs, one matching per threshold and
 strategy, ``COCO``/``COCOeval`` per sample), with the best-pair IoU-first matching. Both score
 the same synthetic responses with every logged component; the script checks that every
@@ -12,149 +13,42 @@ component is identical and prints the time per sample of each and the speed-up.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
+import os
 import random
-import re
+import sys
 import time
 
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from trainer.rewards import compute_reward
+# The baseline is the plain re-write of V-Triune's formulas that the equivalence tests use.
+from tests.unit.trainer.rewards.reference import (  # noqa: E402
+    RATIO_KEYS,
+    THRESHOLDS,
+    answer_content,
+    greedy_match_iou_first,
+    greedy_match_label_first,
+    iou_score,
+    map_scores,
+)
+from tests.unit.trainer.rewards.reference import extract_bbox as parse_boxes  # noqa: E402
+from trainer.rewards import compute_reward  # noqa: E402
 
-THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
-RATIO_KEYS = ["iou_max_label_first", "iou_max_iou_first", "iou_completeness", "map", "map50", "map75"]
 LABELS = ["dog", "cat", "person", "car", "bicycle", "traffic light"]
 
 
-# --- baseline: the formulas written the straightforward way ------------------------------------
-def answer_content(text):
-    match = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    return match.group(1).strip() if match else ""
-
-
-def parse_boxes(text):
-    if not text or not text.strip():
-        return None
-    text = text.replace("[[", "[").replace("]]", "]")
-    if not text.endswith("]"):
-        text = text.rsplit("},", 1)[0] + "}]"
-    text = text.replace("'", '"').replace("\\", "")
-    try:
-        items = json.loads(text)
-    except Exception:
-        return None
-    if not isinstance(items, list):
-        return None
-    kept, seen = [], set()
-    for item in items:
-        if (
-            isinstance(item, dict)
-            and "bbox_2d" in item
-            and "label" in item
-            and isinstance(item["bbox_2d"], list)
-            and len(item["bbox_2d"]) == 4
-            and all(isinstance(c, int | float) and abs(c) != float("inf") for c in item["bbox_2d"])
-            and item["bbox_2d"][0] <= item["bbox_2d"][2]
-            and item["bbox_2d"][1] <= item["bbox_2d"][3]
-            and isinstance(item["label"], str)
-        ):
-            key = tuple(item["bbox_2d"])
-            if key not in seen:
-                seen.add(key)
-                kept.append(item)
-    return kept or None
-
-
-def iou_of(a, b):
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    if x2 <= x1 or y2 <= y1:
-        return 0.0
-    inter = (x2 - x1) * (y2 - y1)
-    return float(inter) / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def match_iou_first(pred, gt, threshold):
-    ious = [[iou_of(p["bbox_2d"], g["bbox_2d"]) for g in gt] for p in pred]
-    free_p, free_g, matches = list(range(len(pred))), list(range(len(gt))), []
-    while free_p and free_g:
-        best, bi, bj = -1, -1, -1
-        for i in free_p:
-            for j in free_g:
-                if ious[i][j] > best:
-                    best, bi, bj = ious[i][j], i, j
-        if best < threshold:
-            break
-        matches.append(best if pred[bi]["label"].lower() == gt[bj]["label"].lower() else 0.0)
-        free_p.remove(bi)
-        free_g.remove(bj)
-    return matches
-
-
-def match_label_first(pred, gt, threshold):
-    matches, taken = [], set()
-    for g in gt:
-        options = [
-            (iou_of(p["bbox_2d"], g["bbox_2d"]), i)
-            for i, p in enumerate(pred)
-            if i not in taken and p["label"].lower() == g["label"].lower()
-        ]
-        if not options:
-            continue
-        best = max(v for v, _ in options)
-        index = next(i for v, i in options if v == best)
-        if best >= threshold:
-            matches.append(best)
-            taken.add(index)
-    return matches
+# --- baseline: the formulas written the straightforward way, composed per sample ----------------
 
 
 def match_score(matches, n_pred, n_gt, w_c):
-    mean_iou = sum(matches) / n_gt if matches else 0.0
-    miss = (n_gt - len(matches)) / n_gt
-    false_alarm = 0.0 if n_pred == 0 else (n_pred - len(matches)) / n_pred
-    completeness = 1.0 - (miss + false_alarm) / 2.0
-    weighted = mean_iou * (1.0 - w_c) + completeness * w_c
-    return {"pure": mean_iou, "precision": 1 - false_alarm, "recall": 1 - miss, "weighted": weighted}
-
-
-def map_scores(pred, gt):
-    dataset = {"images": [{"id": 0}], "annotations": [], "categories": []}
-    cats = {}
-    for n, g in enumerate(gt):
-        if g["label"] not in cats:
-            cats[g["label"]] = len(cats)
-            dataset["categories"].append({"id": cats[g["label"]], "name": g["label"]})
-        x1, y1, x2, y2 = g["bbox_2d"]
-        dataset["annotations"].append(
-            {"id": n + 1, "image_id": 0, "category_id": cats[g["label"]], "bbox": [x1, y1, x2 - x1, y2 - y1],
-             "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
-        )  # fmt: skip
-    results = []
-    for p in pred:
-        if p["label"] in cats:
-            x1, y1, x2, y2 = p["bbox_2d"]
-            results.append(
-                {
-                    "image_id": 0,
-                    "category_id": cats[p["label"]],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "score": 1.0,
-                }
-            )
-    if not results:
-        return 0.0, 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = dataset
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0]), float(evaluator.stats[1]), float(evaluator.stats[2])
+    score = iou_score(matches, n_pred, n_gt, w_c)
+    return {
+        "pure": score["mean_iou_score"],
+        "precision": score["precision"],
+        "recall": score["recall"],
+        "weighted": score["weighted_iou_score"],
+    }
 
 
 def baseline_reward(response, reward_model, step, total_steps, image_size):
@@ -183,11 +77,12 @@ def baseline_reward(response, reward_model, step, total_steps, image_size):
         w_c = ratios["iou_completeness"]
         scores = {
             name: {t: match_score(matcher(pred, gt, t), len(pred), len(gt), w_c) for t in THRESHOLDS}
-            for name, matcher in (("iou", match_iou_first), ("label", match_label_first))
+            for name, matcher in (("iou", greedy_match_iou_first), ("label", greedy_match_label_first))
         }
         ratio = step / total_steps
         eps = 0.85 if ratio <= 0.1 else 0.95 if ratio <= 0.25 else 0.99
-        m, m50, m75 = map_scores(pred, gt)
+        maps = map_scores(pred, gt)
+        m, m50, m75 = maps["map"], maps["map50"], maps["map75"]
         pure = {
             "iou_max_iou_first": scores["iou"][eps]["weighted"],
             "iou_max_label_first": scores["label"][eps]["weighted"],
