@@ -235,20 +235,32 @@ def cmd_manage(args: argparse.Namespace) -> int:
         services.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    """The sub-command and its arguments; everything after ``test`` / ``manage`` is passed on as is.
+
+    argparse's ``REMAINDER`` refuses a leading option (``./triune test -x``), so the
+    pass-through commands are split off before parsing.
+
+    >>> parse_command(["test", "-x", "tests/unit"]).pytest_args
+    ['-x', 'tests/unit']
+    """
+    if argv and argv[0] == "test":
+        return argparse.Namespace(command="test", func=cmd_test, pytest_args=argv[1:])
+    if argv and argv[0] == "manage":
+        return argparse.Namespace(command="manage", func=cmd_manage, manage_args=argv[1:])
     parser = argparse.ArgumentParser(prog="triune")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start web, worker and beat")
     up.add_argument("--host", default=os.environ.get("TRIUNE_HOST", "127.0.0.1"))
     up.add_argument("--port", type=int, default=int(os.environ.get("TRIUNE_PORT", "8000")))
     up.set_defaults(func=cmd_up)
-    test = sub.add_parser("test", help="run the test suite")
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    test.set_defaults(func=cmd_test)
-    m = sub.add_parser("manage", help="run a manage.py command against the embedded services")
-    m.add_argument("manage_args", nargs=argparse.REMAINDER)
-    m.set_defaults(func=cmd_manage)
-    args = parser.parse_args(argv)
+    sub.add_parser("test", help="run the test suite (arguments go to pytest)")
+    sub.add_parser("manage", help="run a manage.py command against the embedded services")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_command(sys.argv[1:] if argv is None else argv)
     return args.func(args)
 
 

@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 
 # Names of the parameter groups a Qwen2-VL / Qwen2.5-VL model is split into.
 ModuleGroup = Literal["vit", "connector", "llm"]
-TINY_ARCHS: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
+TINY_ARCHS: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 TINY_SIZES: tuple[str, ...] = ("tiny", "small")
 # V-Triune's IoU-threshold schedule names (DESIGN.md §4); fixed values and step lists also allowed.
 IOU_SCHEDULE_NAMES: tuple[str, ...] = ("dynamic", "average")
@@ -83,9 +83,10 @@ class ModelConfig(Section):
 
     path: NonEmptyStr = Field(
         description=(
-            "Local Hugging Face checkpoint directory of a Qwen2-VL / Qwen2.5-VL model, or "
-            "`tiny:<arch>:<size>` for a random-init model built offline (arch qwen2_vl | qwen2_5_vl, "
-            "size tiny | small). Nothing is ever downloaded from a hub."
+            "Local Hugging Face checkpoint directory of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model, or "
+            "`tiny:<arch>:<size>` for a random-init model built offline "
+            "(arch qwen2_vl | qwen2_5_vl | qwen3_vl, size tiny | small). "
+            "Nothing is ever downloaded from a hub."
         )
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(

@@ -41,7 +41,7 @@ from trainer.models.loading import MODEL_CLASSES
 from trainer.rollout import RolloutBackend
 from trainer.tracking import Tracker
 
-Arch = Literal["qwen2_vl", "qwen2_5_vl"]
+Arch = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 Size = Literal["tiny", "small"]
 
 

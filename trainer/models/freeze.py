@@ -23,7 +23,7 @@ from torch import nn
 
 GROUPS = ("vit", "connector", "llm")
 
-_CONNECTOR = re.compile(r"(?:^|\.)visual\.merger\.")
+_CONNECTOR = re.compile(r"(?:^|\.)visual\.(?:merger|deepstack_merger_list)\.")
 _VISION = re.compile(r"(?:^|\.)visual\.")
 _VISION_BLOCK = re.compile(r"(?:^|\.)visual\.blocks\.(\d+)\.")
 _VISION_PART = re.compile(r"(?:^|\.)visual\.([A-Za-z_]+)")

@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLForConditionalGeneration,
+    Qwen3VLForConditionalGeneration,
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
@@ -34,6 +35,7 @@ from trainer.models.processor import PROCESSORS
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "qwen2_vl": Qwen2VLForConditionalGeneration,
     "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+    "qwen3_vl": Qwen3VLForConditionalGeneration,
 }
 
 
@@ -65,7 +67,7 @@ def _chat_template(path: Path, tokenizer: PreTrainedTokenizerBase) -> str | None
 
 def load_processor(
     path: str | Path,
-    arch: Literal["qwen2_vl", "qwen2_5_vl"],
+    arch: Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
     *,
     min_pixels: int | None = None,
     max_pixels: int | None = None,

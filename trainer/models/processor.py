@@ -1,4 +1,4 @@
-"""The Qwen2-VL / Qwen2.5-VL processor, built without a video processor.
+"""The Qwen2-VL / Qwen2.5-VL / Qwen3-VL processor, built without a video processor.
 
 The processor's default constructor wants a video processor, and the video
 processor (like the default image processor backend) imports torchvision, which
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from transformers import PreTrainedTokenizerBase, Qwen2_5_VLProcessor, Qwen2VLProcessor
+from transformers import PreTrainedTokenizerBase, Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
@@ -37,9 +37,17 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
 
+class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
+    """Qwen3-VL processor without a video processor (see :class:`Qwen2VLImageOnlyProcessor`)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
 PROCESSORS: dict[str, type[ProcessorMixin]] = {
     "qwen2_vl": Qwen2VLImageOnlyProcessor,
     "qwen2_5_vl": Qwen2_5_VLImageOnlyProcessor,
+    "qwen3_vl": Qwen3VLImageOnlyProcessor,
 }
 
 # Qwen2-VL's own defaults: 56x56 .. 28*28*1280 pixels.
@@ -62,7 +70,7 @@ def build_image_processor(
 
 def build_processor(
     tokenizer: PreTrainedTokenizerBase,
-    arch: Literal["qwen2_vl", "qwen2_5_vl"],
+    arch: Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
     *,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -1,4 +1,4 @@
-"""Random-init Qwen2-VL / Qwen2.5-VL models built from a config, for tests and the CPU demo.
+"""Random-init Qwen2-VL / Qwen2.5-VL / Qwen3-VL models built from a config, for tests and the CPU demo.
 
 Nothing is downloaded: the tokenizer is trained locally
 (:func:`trainer.models.tokenizer.build_tokenizer`) and the weights are drawn from
@@ -11,15 +11,20 @@ tiny      128 x 2, 4/2, MLP 256                  64 x 2  (0.67 M parameters)
 small     256 x 4, 8/4, MLP 768                  128 x 4 (4.5 M parameters)
 ========  ====================================  ===========================
 
+Qwen3-VL adds learned absolute position embeddings to the vision tower (Qwen2-VL's tower
+knows positions only through RoPE) and DeepStack (the features of an early vision block
+added to the first decoder layer): 0.78 M parameters at ``tiny``.
+
 Config constraints that must hold (measured, see the checks in
 :func:`tiny_config`): the text ``mrope_section`` sums to head_dim / 2; Qwen2-VL's
 vision ``hidden_size`` (the merger output) equals the text hidden size, Qwen2.5-VL
-calls it ``out_hidden_size``; the image / video / vision-start / vision-end token
-ids come from the tokenizer.
+and Qwen3-VL call it ``out_hidden_size``; the image / video / vision-start / vision-end
+token ids come from the tokenizer.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,10 +38,12 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
 )
 from transformers.processing_utils import ProcessorMixin
 
-from trainer.models.processor import build_processor
+from trainer.models.processor import PATCH_SIZE, build_processor
 from trainer.models.tokenizer import (
     ENDOFTEXT,
     IM_END,
@@ -47,7 +54,8 @@ from trainer.models.tokenizer import (
     build_tokenizer,
 )
 
-Arch = Literal["qwen2_vl", "qwen2_5_vl"]
+Arch = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+ARCHS: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 Size = Literal["tiny", "small"]
 
 # The tiny demo sees small images: 56x56 .. 224x224 pixels, i.e. 4 .. 64 image tokens.
@@ -86,8 +94,8 @@ def tiny_config(
     tokenizer: PreTrainedTokenizerFast, arch: Arch = "qwen2_vl", size: Size = "tiny"
 ) -> PretrainedConfig:
     """The model config of a preset, with token ids taken from ``tokenizer``."""
-    if arch not in ("qwen2_vl", "qwen2_5_vl"):
-        raise ValueError(f"unknown arch {arch!r}; known: qwen2_5_vl, qwen2_vl")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
     if size not in SHAPES:
         raise ValueError(f"unknown size {size!r}; known: {', '.join(sorted(SHAPES))}")
     shape = SHAPES[size]
@@ -127,6 +135,25 @@ def tiny_config(
             "num_heads": shape.vision_heads,
         }
         return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
+    if arch == "qwen3_vl":
+        return Qwen3VLConfig(
+            text_config=text | {"head_dim": head_dim},
+            vision_config={
+                "depth": shape.vision_layers,
+                "hidden_size": shape.vision_hidden,
+                "intermediate_size": 2 * shape.vision_hidden,
+                "num_heads": shape.vision_heads,
+                "out_hidden_size": shape.text_hidden,  # merger output must match the LLM width
+                # Qwen2-VL's patch, so that one image processor serves every arch.
+                "patch_size": PATCH_SIZE,
+                # Learned absolute positions on a grid of the largest tiny image, interpolated
+                # for smaller ones: the position cue that Qwen2-VL's RoPE-only tower lacks.
+                "num_position_embeddings": (math.isqrt(TINY_MAX_PIXELS) // PATCH_SIZE) ** 2,
+                # DeepStack: the first block's features also enter the first decoder layer.
+                "deepstack_visual_indexes": [0],
+            },
+            **common,
+        )
     vision = {
         "depth": shape.vision_layers,
         "hidden_size": shape.vision_hidden,
@@ -139,8 +166,15 @@ def tiny_config(
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
 
 
+_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen2_vl": Qwen2VLForConditionalGeneration,
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+    "qwen3_vl": Qwen3VLForConditionalGeneration,
+}
+
+
 def _model_class(arch: Arch) -> type[PreTrainedModel]:
-    return Qwen2VLForConditionalGeneration if arch == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
+    return _MODEL_CLASSES[arch]
 
 
 def build_tiny_model(

@@ -11,7 +11,7 @@ from trainer.__main__ import main
 from trainer.models import save_tiny
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_a_checkpoint_directory_trains(arch, synth_dir: Path, tmp_path: Path, write_config, capsys) -> None:
     checkpoint = save_tiny(tmp_path / "ckpt", arch=arch)
     config = write_config(synth_dir, model={"path": str(checkpoint)}, reward={"workers": 1})
@@ -29,5 +29,6 @@ def test_an_unsupported_checkpoint_is_refused(synth_dir: Path, tmp_path: Path, w
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [
         "train: cannot start:",
-        f"  model.path: {checkpoint}: model_type 'llava' is not supported; known: qwen2_5_vl, qwen2_vl",
+        f"  model.path: {checkpoint}: model_type 'llava' is not supported; "
+        "known: qwen2_5_vl, qwen2_vl, qwen3_vl",
     ]

@@ -22,7 +22,7 @@ def _reference(model, rollout, temperature=1.0):
     return logp, entropy_from_logits(predicting)
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_padded_batch_matches_full_logits_of_each_sequence(arch, temperature):
     model, processor = build_tiny_model(arch, seed=1)

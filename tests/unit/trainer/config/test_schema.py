@@ -177,8 +177,8 @@ INVALID = [
     (
         ["model.path=tiny:foo"],
         [
-            "model.path: a tiny model is written tiny:<arch>:<size> with arch in qwen2_vl, qwen2_5_vl "
-            "and size in tiny, small; got 'tiny:foo'"
+            "model.path: a tiny model is written tiny:<arch>:<size> with arch in "
+            "qwen2_vl, qwen2_5_vl, qwen3_vl and size in tiny, small; got 'tiny:foo'"
         ],
     ),
     # data sources

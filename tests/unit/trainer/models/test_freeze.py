@@ -39,7 +39,7 @@ def test_group_and_layer_of(name, group, layer):
     assert layer_of(name) == layer
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_every_parameter_has_a_group_and_a_named_layer(arch):
     model, _ = build_tiny_model(arch)
     grouped = module_groups(model)
@@ -48,16 +48,22 @@ def test_every_parameter_has_a_group_and_a_named_layer(arch):
     assert sum(len(v) for v in grouped.values()) == len(list(model.parameters()))
     layers = {layer_of(name) for name, _ in model.named_parameters()}
     # 2 vision blocks + 2 decoder layers; lm_head is tied to embed_tokens, so listed once.
-    assert layers == {
-        "vision.patch_embed",
-        "vision.0",
-        "vision.1",
-        "connector.merger",
-        "language.embed_tokens",
-        "language.0",
-        "language.1",
-        "language.norm",
-    }
+    # Qwen3-VL adds learned absolute positions to the tower (its DeepStack mergers are connectors).
+    extra = {"vision.pos_embed"} if arch == "qwen3_vl" else set()
+    assert (
+        layers
+        == {
+            "vision.patch_embed",
+            "vision.0",
+            "vision.1",
+            "connector.merger",
+            "language.embed_tokens",
+            "language.0",
+            "language.1",
+            "language.norm",
+        }
+        | extra
+    )
 
 
 def test_freeze_is_declarative():

@@ -9,7 +9,7 @@ from PIL import Image
 from trainer.models import build_tiny_model, count_parameters, load_model, save_tiny
 from trainer.models.tokenizer import IM_END, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 
-ARCHS = ["qwen2_vl", "qwen2_5_vl"]
+ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 
 
 def _image_inputs(processor, size=(224, 224)):
@@ -66,7 +66,7 @@ def test_build_does_not_touch_global_rng():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"arch": "llava"}, "unknown arch 'llava'; known: qwen2_5_vl, qwen2_vl"),
+        ({"arch": "llava"}, "unknown arch 'llava'; known: qwen2_5_vl, qwen2_vl, qwen3_vl"),
         ({"size": "huge"}, "unknown size 'huge'; known: small, tiny"),
     ],
 )
@@ -115,7 +115,9 @@ def test_load_rejects_missing_and_foreign_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         load_model(tmp_path / "nowhere")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2' in .*; known: qwen2_5_vl, qwen2_vl"):
+    with pytest.raises(
+        ValueError, match=r"unsupported model_type 'gpt2' in .*; known: qwen2_5_vl, qwen2_vl, qwen3_vl"
+    ):
         load_model(tmp_path)
 
 

@@ -104,7 +104,7 @@ def test_vision_tokens_in_a_response_are_replaced(tiny, monkeypatch):
     assert torch.isfinite(logp).all()
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_recomputed_logprobs_equal_generation_logprobs(arch, temperature):
     # Left-padded batch: prompts of different lengths and image sizes, ragged responses.
