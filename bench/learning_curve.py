@@ -3,17 +3,18 @@
 Usage::
 
     python bench/learning_curve.py [--out var/learning_curve] [--data var/synth-lc] [--threads 1]
-        [--sft-steps 600] [--grpo-steps 200] [--png docs/learning_curve.png] [--set KEY=VALUE ...]
+        [--sft-steps 800] [--grpo-steps 200] [--png docs/learning_curve.png] [--set KEY=VALUE ...]
 
 What it runs, all on the ``tiny-cpu-demo`` preset (``--set`` overrides apply to every stage):
 
 1. ``python -m trainer synth`` data, if ``--data`` has none yet (2,000 rows per source, 5 %
    held out: 100 test rows per source);
 2. ``python -m trainer sft`` for ``--sft-steps`` steps: the warm-start both runs start from;
-3. ``python -m trainer train`` twice from that model, identical except for
-   ``algo.advantage_sign``: ``1`` (GRPO) and ``-1`` (the control, which pushes the policy away
-   from rewarded responses). Each evaluates greedily on the held-out rows of every source
-   before training and every ``eval.every`` steps;
+3. ``python -m trainer train`` twice from that model, at the same time on one core each
+   (``--sequential``: one after the other), identical except for ``algo.advantage_sign``:
+   ``1`` (GRPO) and ``-1`` (the control, which pushes the policy away from rewarded
+   responses). Each evaluates greedily on the held-out rows of every source before training
+   and every ``eval.every`` steps;
 4. a PNG of the held-out ``eval/accuracy`` of each source over the steps, both runs side by
    side, with a band of ±2 standard errors around the starting value (binomial noise of the
    held-out estimate), and a table with a verdict per source.
@@ -47,20 +48,49 @@ TEST_FRACTION = 0.05
 IMAGE_SIZE = 112
 
 
-def _trainer(*args: str, log: Path, threads: int) -> float:
-    """Run ``python -m trainer ARGS`` with its output in ``log``; return its wall time (raises on failure)."""
-    started = time.perf_counter()
+def _command(args: tuple[str, ...], threads: int) -> list[str]:
     command = [sys.executable, "-m", "trainer", *args]
     if args[0] != "synth":
         command += ["--threads", str(threads)]
-    with log.open("w", encoding="utf-8") as handle:
-        code = subprocess.call(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
-    if code != 0:
-        tail = log.read_text(encoding="utf-8").splitlines()[-15:]
-        raise RuntimeError(
-            f"python -m trainer {args[0]} exited {code}; the end of {log}:\n" + "\n".join(tail)
-        )
-    return time.perf_counter() - started
+    return command
+
+
+def _failure(args: tuple[str, ...], code: int, log: Path) -> RuntimeError:
+    tail = log.read_text(encoding="utf-8").splitlines()[-15:]
+    return RuntimeError(f"python -m trainer {args[0]} exited {code}; the end of {log}:\n" + "\n".join(tail))
+
+
+def _trainer(*args: str, log: Path, threads: int) -> float:
+    """Run ``python -m trainer ARGS`` with its output in ``log``; return its wall time (raises on failure)."""
+    return _trainers({"job": (args, log)}, threads=threads)["job"]
+
+
+def _trainers(jobs: dict[str, tuple[tuple[str, ...], Path]], *, threads: int) -> dict[str, float]:
+    """Run several ``python -m trainer`` commands at once; ``{name: wall time}`` (raises if one fails)."""
+    started = time.perf_counter()
+    running: dict[str, tuple[subprocess.Popen, Any]] = {}
+    try:
+        for name, (args, log) in jobs.items():
+            handle = log.open("w", encoding="utf-8")
+            process = subprocess.Popen(
+                _command(args, threads), cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
+            )
+            running[name] = (process, handle)
+        timings: dict[str, float] = {}
+        for name, (process, handle) in running.items():
+            code = process.wait()
+            handle.close()
+            timings[name] = time.perf_counter() - started
+            if code != 0:
+                args, log = jobs[name]
+                raise _failure(args, code, log)
+        return timings
+    finally:
+        for process, handle in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            handle.close()
 
 
 def eval_curves(metrics_file: Path, key: str = "eval/accuracy") -> dict[str, dict[int, float]]:
@@ -134,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="var/learning_curve", help="working directory of the experiment")
     parser.add_argument("--data", default="var/synth-lc", help="synthetic data (generated when missing)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every stage")
-    parser.add_argument("--sft-steps", type=int, default=600)
+    parser.add_argument("--sft-steps", type=int, default=800)
     parser.add_argument("--sft-batch-size", type=int, default=16)
     parser.add_argument("--sft-lr", type=float, default=2e-3)
     parser.add_argument("--grpo-steps", type=int, default=None, help="total_steps of each run (preset's)")
     parser.add_argument("--runs", default="grpo,control", help="which runs: grpo, control or both")
+    parser.add_argument(
+        "--sequential", action="store_true", help="run GRPO and the control one after the other"
+    )
     parser.add_argument("--png", default=None, help="where the plot goes (default: <out>/learning_curve.png)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -182,26 +215,33 @@ def main(argv: list[str] | None = None) -> int:
         log=out / "sft.log",
         threads=args.threads,
     )
-    curves: dict[str, dict[str, dict[int, float]]] = {}
-    for run in [r.strip() for r in args.runs.split(",") if r.strip()]:
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    jobs: dict[str, tuple[tuple[str, ...], Path]] = {}
+    for run in runs:
         run_dir = out / run
         if (run_dir / "metrics.jsonl").exists():
             (run_dir / "metrics.jsonl").unlink()  # a fresh curve, not appended to an old one
-        timings[run] = _trainer(
-            "train",
-            *common,
-            "--set",
-            f"model.path={sft_dir}",
-            "--set",
-            f"algo.advantage_sign={RUNS[run]}",
-            "--set",
-            "checkpoint.every=0",
-            "--output-dir",
-            str(run_dir),
-            log=out / f"{run}.log",
-            threads=args.threads,
+        jobs[run] = (
+            (
+                "train",
+                *common,
+                "--set",
+                f"model.path={sft_dir}",
+                "--set",
+                f"algo.advantage_sign={RUNS[run]}",
+                "--set",
+                "checkpoint.every=0",
+                "--output-dir",
+                str(run_dir),
+            ),
+            out / f"{run}.log",
         )
-        curves[run] = eval_curves(run_dir / "metrics.jsonl")
+    if args.sequential:
+        for run, (job_args, log) in jobs.items():
+            timings[run] = _trainer(*job_args, log=log, threads=args.threads)
+    else:  # one core each: the two runs take the wall time of one
+        timings |= _trainers(jobs, threads=args.threads)
+    curves = {run: eval_curves(out / run / "metrics.jsonl") for run in runs}
 
     test_rows = round(PER_SOURCE * TEST_FRACTION)
     from trainer.config import load_config

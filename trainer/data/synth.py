@@ -78,6 +78,9 @@ class Difficulty:
     max_count: int  # counting: up to this many targets
     distractors: int  # counting/detection/grounding: up to this many other shapes
     max_boxes: int  # detection: up to this many boxes to find
+    # detection: side of each shape as a fraction of the image side (min, max); None: shapes
+    # shrink as the image gets crowded
+    object_size: tuple[float, float] | None
     noise: int  # speckles of noise drawn on the background
     same_color: bool  # counting/detection: distractors may share the targets' colour
 
@@ -96,7 +99,11 @@ DIFFICULTIES: dict[str, Difficulty] = {
         science_questions=("read",),
         max_count=5,
         distractors=0,
-        max_boxes=2,
+        # One shape of 2/7..3/7 of the image side: the tiny Qwen3-VL learns to box it in a few
+        # hundred warm-start steps (0.55 held-out accuracy at IoU 0.5 after 400 steps on 112 px
+        # images; the tiny Qwen2-VL 0.11), where up to two shapes of half that side stayed at 0.01.
+        max_boxes=1,
+        object_size=(2 / 7, 3 / 7),
         noise=0,
         same_color=False,
     ),
@@ -114,6 +121,7 @@ DIFFICULTIES: dict[str, Difficulty] = {
         max_count=9,
         distractors=3,
         max_boxes=4,
+        object_size=None,
         noise=150,
         same_color=False,
     ),
@@ -131,6 +139,7 @@ DIFFICULTIES: dict[str, Difficulty] = {
         max_count=14,
         distractors=6,
         max_boxes=6,
+        object_size=None,
         noise=600,
         same_color=True,
     ),
@@ -538,7 +547,11 @@ def _make_detection(rng: random.Random, difficulty: Difficulty, size: int) -> Dr
     classes = SHAPES[:3]
     count = rng.randint(1, difficulty.max_boxes)
     others = rng.randint(0, difficulty.distractors // 2)
-    boxes = _place_boxes(rng, count + others, size, _shape_sides(size, count + others))
+    sides = _shape_sides(size, count + others)
+    if difficulty.object_size is not None:
+        low, high = difficulty.object_size
+        sides = (max(4, round(size * low)), max(4, round(size * high)))
+    boxes = _place_boxes(rng, count + others, size, sides)
     found: list[tuple[str, Box]] = []
     for i, box in enumerate(boxes):
         color = COLORS[rng.choice(list(COLORS))]

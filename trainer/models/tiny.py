@@ -143,36 +143,27 @@ def tiny_config(
             "initializer_range": shape.init_std,
         }
         return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
-    if arch == "qwen3_vl":
-        return Qwen3VLConfig(
-            text_config=text | {"head_dim": head_dim},
-            vision_config={
-                "depth": shape.vision_layers,
-                "hidden_size": shape.vision_hidden,
-                "intermediate_size": 2 * shape.vision_hidden,
-                "num_heads": shape.vision_heads,
-                "out_hidden_size": shape.text_hidden,  # merger output must match the LLM width
-                # Qwen2-VL's patch, so that one image processor serves every arch.
-                "patch_size": PATCH_SIZE,
-                # Learned absolute positions on a grid of the largest tiny image, interpolated
-                # for smaller ones: the position cue that Qwen2-VL's RoPE-only tower lacks.
-                "num_position_embeddings": (math.isqrt(TINY_MAX_PIXELS) // PATCH_SIZE) ** 2,
-                # DeepStack: the first block's features also enter the first decoder layer.
-                "deepstack_visual_indexes": [0],
-                "initializer_range": shape.init_std,
-            },
-            **common,
-        )
+    # Qwen2.5-VL and Qwen3-VL name the tower's widths alike.
     vision = {
         "depth": shape.vision_layers,
         "hidden_size": shape.vision_hidden,
         "intermediate_size": 2 * shape.vision_hidden,
         "num_heads": shape.vision_heads,
         "out_hidden_size": shape.text_hidden,  # merger output must match the LLM width
-        "window_size": 112,
-        "fullatt_block_indexes": [shape.vision_layers - 1],
         "initializer_range": shape.init_std,
     }
+    if arch == "qwen3_vl":
+        vision |= {
+            # Qwen2-VL's patch, so that one image processor serves every arch.
+            "patch_size": PATCH_SIZE,
+            # Learned absolute positions on a grid of the largest tiny image, interpolated
+            # for smaller ones: the position cue that Qwen2-VL's RoPE-only tower lacks.
+            "num_position_embeddings": (math.isqrt(TINY_MAX_PIXELS) // PATCH_SIZE) ** 2,
+            # DeepStack: the first block's features also enter the first decoder layer.
+            "deepstack_visual_indexes": [0],
+        }
+        return Qwen3VLConfig(text_config=text | {"head_dim": head_dim}, vision_config=vision, **common)
+    vision |= {"window_size": 112, "fullatt_block_indexes": [shape.vision_layers - 1]}
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
 
 

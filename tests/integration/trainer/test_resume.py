@@ -196,12 +196,12 @@ def test_a_checkpoint_of_another_config_needs_resume_force(
     assert _refusal(capsys) == [
         "train: cannot resume:",
         f"  --resume: {root}: cannot resume: the checkpoint was saved with another config:",
-        "  algo.lr: 0.0001 in the checkpoint, 0.001 now",
+        "  algo.lr: 0.0002 in the checkpoint, 0.001 now",
         "use the same config, or pass --resume-force to continue with this one",
     ]
     assert _train(config, tmp_path / "out", "--resume", "--resume-force", "--set", "algo.lr=0.001") == 0
     captured = capsys.readouterr()
-    assert "resuming with another config (--resume-force): algo.lr: 0.0001 in the checkpoint, 0.001 now" in (
+    assert "resuming with another config (--resume-force): algo.lr: 0.0002 in the checkpoint, 0.001 now" in (
         captured.out + captured.err
     )
     assert "train: finished 2 step(s)" in captured.out
@@ -226,7 +226,7 @@ def test_a_checkpoint_of_another_model_is_refused_even_forced(
     assert lines[0] == "train: cannot resume:"
     assert lines[1].startswith(
         f"  --resume: {tmp_path / 'out' / 'checkpoints' / 'step_00000001'}: cannot resume: "
-        "the checkpoint holds a qwen2_vl with "
+        "the checkpoint holds a qwen3_vl with "
     )
     assert "; this run builds a qwen2_5_vl with " in lines[1]
 
@@ -282,7 +282,7 @@ def test_a_nan_stop_saves_a_checkpoint_first(synth_dir: Path, tmp_path: Path) ->
 
 
 def test_the_policy_export_loads_back_and_generates(synth_dir: Path, tmp_path: Path, write_config) -> None:
-    from transformers import Qwen2VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     from trainer.models import load_model
     from trainer.rollout import RolloutPrompt, build_backend
@@ -292,7 +292,7 @@ def test_the_policy_export_loads_back_and_generates(synth_dir: Path, tmp_path: P
     checkpoint = latest_complete(tmp_path / "out" / "checkpoints")
     assert checkpoint is not None and checkpoint.policy_dir is not None
     trained = load_state(checkpoint)["model"]
-    plain = Qwen2VLForConditionalGeneration.from_pretrained(checkpoint.policy_dir)
+    plain = AutoModelForImageTextToText.from_pretrained(checkpoint.policy_dir)
     assert all(torch.equal(plain.state_dict()[k], v) for k, v in trained.items())
     model, processor = load_model(checkpoint.policy_dir)
     image = __import__("PIL.Image").Image.new("RGB", (56, 56), (200, 30, 30))

@@ -42,15 +42,15 @@ def test_what_does_not_change_a_step_is_ignored(override: str) -> None:
 @pytest.mark.parametrize(
     ("override", "line"),
     [
-        ("algo.lr=0.001", "algo.lr: 0.0001 in the checkpoint, 0.001 now"),
+        ("algo.lr=0.001", "algo.lr: 0.0002 in the checkpoint, 0.001 now"),
         ("seed=3", "seed: 0 in the checkpoint, 3 now"),
         ("total_steps=60", "total_steps: 150 in the checkpoint, 60 now"),
         (
             "model.path=tiny:qwen2_5_vl:tiny",
-            'model.path: "tiny:qwen2_vl:tiny" in the checkpoint, "tiny:qwen2_5_vl:tiny" now',
+            'model.path: "tiny:qwen3_vl:tiny" in the checkpoint, "tiny:qwen2_5_vl:tiny" now',
         ),
         ("data.sources.1.weight=2.0", "data.sources[1].weight: 1.0 in the checkpoint, 2.0 now"),
-        ("model.freeze=[vit]", 'model.freeze: ["vit", "connector"] in the checkpoint, ["vit"] now'),
+        ("model.freeze=[vit]", 'model.freeze: [] in the checkpoint, ["vit"] now'),
     ],
 )
 def test_each_changed_field_is_named(override: str, line: str) -> None:

@@ -135,7 +135,10 @@ def test_easy_keeps_answers_small():
     for i in range(40):
         assert int(generate_sample("math", i, difficulty="easy").row["reward_model"]["answer"]) <= 18  # 9 + 9
         assert int(generate_sample("counting", i, difficulty="easy").row["reward_model"]["answer"]) <= 5
-        assert len(generate_sample("detection", i, difficulty="easy").boxes_px) <= 2
+        detection = generate_sample("detection", i, difficulty="easy", image_size=112)
+        assert len(detection.boxes_px) == 1
+        x1, y1, x2, y2 = detection.boxes_px[0][1]
+        assert 32 <= x2 - x1 == y2 - y1 <= 48  # 2/7 .. 3/7 of the side: large enough for a tiny model
         assert len(generate_sample("grounding", i, difficulty="easy").boxes_px) == 1
 
 

@@ -70,7 +70,7 @@ def test_the_command_writes_a_model_that_generates_and_trains(
     assert code == 0
     assert f"model in {out}" in stdout.splitlines()[-1]
     model, processor = load_model(out)
-    assert model.config.model_type == "qwen2_vl"
+    assert model.config.model_type == "qwen3_vl"
     backend = build_backend("hf", model=model, processor=processor)
     rollouts = backend.generate(
         [RolloutPrompt([{"role": "user", "content": "What is 1 + 1?"}])], n=1, max_new_tokens=4, greedy=True
