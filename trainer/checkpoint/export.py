@@ -14,17 +14,12 @@ from transformers import PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from trainer.checkpoint.atomic import atomic_directory
+from trainer.models.loading import save_model
 
 
 def write_policy(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:
     """Write ``model`` and ``processor`` into ``out_dir`` (a new, not yet existing directory)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    # The parts one by one, as a hub checkpoint lays them out (the processor class is ours).
-    processor.tokenizer.save_pretrained(out)
-    processor.image_processor.save_pretrained(out)
-    return out
+    return save_model(model, processor, out_dir)
 
 
 def export_policy(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:

@@ -126,3 +126,17 @@ def load_model(
     model.eval()
     processor = load_processor(path, arch, min_pixels=min_pixels, max_pixels=max_pixels)
     return model, processor
+
+
+def save_model(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:
+    """Write ``model`` and ``processor`` into ``out_dir`` as a directory :func:`load_model` reads.
+
+    The processor's parts are saved one by one so that the directory reads like a hub
+    checkpoint (tokenizer files + preprocessor_config.json), not like our processor subclass.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.tokenizer.save_pretrained(out)
+    processor.image_processor.save_pretrained(out)
+    return out

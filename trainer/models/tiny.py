@@ -43,6 +43,7 @@ from transformers import (
 )
 from transformers.processing_utils import ProcessorMixin
 
+from trainer.models.loading import save_model
 from trainer.models.processor import PATCH_SIZE, build_processor
 from trainer.models.tokenizer import (
     ENDOFTEXT,
@@ -198,14 +199,7 @@ def build_tiny_model(
 def save_tiny(out_dir: str | Path, *, arch: Arch = "qwen2_vl", size: Size = "tiny", seed: int = 0) -> Path:
     """Build a tiny model and write it as a checkpoint directory that :func:`load_model` reads."""
     model, processor = build_tiny_model(arch, size, seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    # The parts are saved one by one so the directory reads like a hub checkpoint
-    # (tokenizer files + preprocessor_config.json), not like our processor subclass.
-    processor.tokenizer.save_pretrained(out)
-    processor.image_processor.save_pretrained(out)
-    return out
+    return save_model(model, processor, out_dir)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
