@@ -3,12 +3,13 @@
 Usage::
 
     python bench/learning_curve.py [--out var/learning_curve] [--data var/synth-lc] [--threads 1]
-        [--sft-steps 800] [--grpo-steps 200] [--png docs/learning_curve.png] [--set KEY=VALUE ...]
+        [--sft-threads 2] [--sft-steps 1200] [--grpo-steps 200] [--png docs/learning_curve.png]
+        [--set KEY=VALUE ...]
 
 What it runs, all on the ``tiny-cpu-demo`` preset (``--set`` overrides apply to every stage):
 
-1. ``python -m trainer synth`` data, if ``--data`` has none yet (2,000 rows per source, 5 %
-   held out: 100 test rows per source);
+1. ``python -m trainer synth`` data, if ``--data`` has none yet (2,000 rows per source, 10 %
+   held out: 200 test rows per source, all of them evaluated);
 2. ``python -m trainer sft`` for ``--sft-steps`` steps: the warm-start both runs start from;
 3. ``python -m trainer train`` twice from that model, at the same time on one core each
    (``--sequential``: one after the other), identical except for ``algo.advantage_sign``:
@@ -44,7 +45,8 @@ if str(ROOT) not in sys.path:
 
 RUNS = {"grpo": 1, "control": -1}  # run name -> algo.advantage_sign
 PER_SOURCE = 2000
-TEST_FRACTION = 0.05
+TEST_FRACTION = 0.1
+TEST_ROWS = round(PER_SOURCE * TEST_FRACTION)  # every held-out row is evaluated
 IMAGE_SIZE = 112
 
 
@@ -121,8 +123,16 @@ def verdict(curve: dict[int, float], n: int) -> dict[str, float]:
     return {"start": start, "end": end, "gain": end - start, "threshold": threshold}
 
 
-def plot(curves: dict[str, dict[str, dict[int, float]]], out: Path, title: str) -> None:
-    """Per-source held-out accuracy of every run, one panel per source, written to ``out`` (PNG)."""
+def plot(
+    curves: dict[str, dict[str, dict[int, float]]],
+    out: Path,
+    title: str,
+    bands: dict[str, tuple[float, float]] | None = None,
+) -> None:
+    """Per-source held-out accuracy of every run, one panel per source, written to ``out`` (PNG).
+
+    ``bands`` maps a source to the (low, high) accuracy its noise explains, shaded in its panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,6 +152,8 @@ def plot(curves: dict[str, dict[str, dict[int, float]]], out: Path, title: str) 
             if curve:
                 steps = sorted(curve)
                 ax.plot(steps, [curve[s] for s in steps], style, color=color, marker="o", ms=3, label=label)
+        if bands and source in bands:
+            ax.axhspan(*bands[source], color="grey", alpha=0.15, lw=0)
         ax.set_title(source, fontsize=9)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
@@ -163,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="var/learning_curve", help="working directory of the experiment")
     parser.add_argument("--data", default="var/synth-lc", help="synthetic data (generated when missing)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of every stage")
-    parser.add_argument("--sft-steps", type=int, default=800)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each GRPO run")
+    parser.add_argument(
+        "--sft-threads", type=int, default=2, help="torch threads of the warm-start (it runs alone)"
+    )
+    parser.add_argument("--sft-steps", type=int, default=1200)
     parser.add_argument("--sft-batch-size", type=int, default=16)
     parser.add_argument("--sft-lr", type=float, default=2e-3)
     parser.add_argument("--grpo-steps", type=int, default=None, help="total_steps of each run (preset's)")
@@ -179,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     out, data = (ROOT / args.out).resolve(), (ROOT / args.data).resolve()
     out.mkdir(parents=True, exist_ok=True)
     common = ["--config", "tiny-cpu-demo", "--set", f"data.root={data}"]
+    common += ["--set", f"eval.max_samples_per_source={TEST_ROWS}"]
     for override in args.overrides:
         common += ["--set", override]
     if args.grpo_steps is not None:
@@ -213,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "--log-every",
         "50",
         log=out / "sft.log",
-        threads=args.threads,
+        threads=args.sft_threads,
     )
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     jobs: dict[str, tuple[tuple[str, ...], Path]] = {}
@@ -243,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         timings |= _trainers(jobs, threads=args.threads)
     curves = {run: eval_curves(out / run / "metrics.jsonl") for run in runs}
 
-    test_rows = round(PER_SOURCE * TEST_FRACTION)
+    test_rows = TEST_ROWS
     from trainer.config import load_config
 
-    cap = load_config("tiny-cpu-demo", args.overrides).eval.max_samples_per_source
+    overrides = [f"eval.max_samples_per_source={TEST_ROWS}", *args.overrides]
+    cap = load_config("tiny-cpu-demo", overrides).eval.max_samples_per_source
     n = min(test_rows, cap or test_rows)
     table: dict[str, dict[str, Any]] = {}
     for run, by_source in curves.items():
@@ -279,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         plot(
             curves,
             png if png.is_absolute() else ROOT / png,
-            "tiny-cpu-demo: SFT warm-start, then GRPO vs control",
+            "tiny-cpu-demo: SFT warm-start, then GRPO vs control (grey: start ± 2 SE)",
+            {
+                source: (v["start"] - v["threshold"], v["start"] + v["threshold"])
+                for source, runs in table.items()
+                if (v := runs.get("grpo") or runs.get("control"))
+            },
         )
         print(f"plot: {png}")
     except ImportError:
