@@ -1,8 +1,8 @@
 """The CPU demo learns: SFT warm-start + GRPO raise held-out accuracy, the sign-flipped control does not.
 
 The slow tests run ``bench/learning_curve.py`` end to end (synthetic data, warm-start, two GRPO
-runs side by side): about 13 minutes on a 2-core CPU. ``test_detection_learns`` also checks
-that the sign-flipped control does not. They are marked ``slow`` and run only when
+runs side by side): about 11 minutes on a 2-core CPU. Each checks that the sign-flipped control
+does not learn. They are marked ``slow`` and run only when
 ``TRIUNE_SLOW=1`` is set, so that the default suite stays short.
 """
 
