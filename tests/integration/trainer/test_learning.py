@@ -54,7 +54,7 @@ def _learned(sources: dict[str, Any]) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(os.environ.get("TRIUNE_SLOW") != "1", reason="a 15-minute experiment: set TRIUNE_SLOW=1")
+@pytest.mark.skipif(os.environ.get("TRIUNE_SLOW") != "1", reason="an 11-minute experiment: set TRIUNE_SLOW=1")
 def test_a_reasoning_source_learns_and_the_control_never_does(experiment: dict[str, Any]) -> None:
     assert any(name in REASONING for name in _learned(experiment)), experiment
     for runs in experiment.values():
@@ -63,7 +63,7 @@ def test_a_reasoning_source_learns_and_the_control_never_does(experiment: dict[s
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(os.environ.get("TRIUNE_SLOW") != "1", reason="a 15-minute experiment: set TRIUNE_SLOW=1")
+@pytest.mark.skipif(os.environ.get("TRIUNE_SLOW") != "1", reason="an 11-minute experiment: set TRIUNE_SLOW=1")
 def test_detection_learns(experiment: dict[str, Any]) -> None:
     assert "synth_detection" in _learned(experiment), experiment
     control = experiment["synth_detection"]["control"]
