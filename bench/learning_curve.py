@@ -193,12 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out, data = (ROOT / args.out).resolve(), (ROOT / args.data).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    common = ["--config", "tiny-cpu-demo", "--set", f"data.root={data}"]
-    common += ["--set", f"eval.max_samples_per_source={TEST_ROWS}"]
-    for override in args.overrides:
-        common += ["--set", override]
+    # One list of overrides for every stage and for reading the config back below.
+    overrides = [f"data.root={data}", f"eval.max_samples_per_source={TEST_ROWS}", *args.overrides]
     if args.grpo_steps is not None:
-        common += ["--set", f"total_steps={args.grpo_steps}"]
+        overrides.append(f"total_steps={args.grpo_steps}")
+    common = ["--config", "tiny-cpu-demo", *(arg for o in overrides for arg in ("--set", o))]
     timings: dict[str, float] = {}
     if not (data / "manifest.json").is_file():
         timings["synth"] = _trainer(
@@ -259,12 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         timings |= _trainers(jobs, threads=args.threads)
     curves = {run: eval_curves(out / run / "metrics.jsonl") for run in runs}
 
-    test_rows = TEST_ROWS
     from trainer.config import load_config
 
-    overrides = [f"eval.max_samples_per_source={TEST_ROWS}", *args.overrides]
     cap = load_config("tiny-cpu-demo", overrides).eval.max_samples_per_source
-    n = min(test_rows, cap or test_rows)
+    n = min(TEST_ROWS, cap or TEST_ROWS)
     table: dict[str, dict[str, Any]] = {}
     for run, by_source in curves.items():
         for source, curve in by_source.items():
