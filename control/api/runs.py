@@ -2,18 +2,15 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from control.api.base import ProjectApi, StrictSerializer, paginated, query_choice, query_int
 from control.errors import NotFound
-from control.models import ApiToken, DataSource, MetricPoint, Run, RunSource
+from control.models import DataSource, Run, RunSource
 from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
-from control.selectors.runs import metric_points_after, runs_list
-from control.services.metrics import MAX_POINTS_PER_REQUEST, PointIn, metric_points_ingest
+from control.selectors.runs import runs_list
 from control.services.runs import PRESETS, SourceWeight, run_cancel, run_create
-
-METRIC_NAME_RE = r"^[A-Za-z0-9_./@:+\-]{1,200}$"
 
 
 class RunSourceOutput(serializers.ModelSerializer):
@@ -98,26 +95,6 @@ def _jsonb_problem(value: object) -> str | None:
     return None
 
 
-class MetricPointInput(StrictSerializer):
-    step = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
-    key = serializers.RegexField(METRIC_NAME_RE, max_length=200)
-    source = serializers.CharField(max_length=200, required=False, allow_blank=True, allow_null=True)
-    value = serializers.FloatField(allow_null=True)
-
-    def validate_source(self, value: str | None) -> str:
-        return value or ""
-
-
-class MetricIngestInput(StrictSerializer):
-    points = MetricPointInput(many=True, allow_empty=False, max_length=MAX_POINTS_PER_REQUEST)
-
-
-class MetricPointOutput(serializers.ModelSerializer):
-    class Meta:
-        model = MetricPoint
-        fields = ["step", "source", "key", "value"]
-
-
 class RunListCreateApi(ProjectApi):
     @extend_schema(
         parameters=[OpenApiParameter("project", int), OpenApiParameter("status", str)],
@@ -153,68 +130,19 @@ class RunListCreateApi(ProjectApi):
         return Response(RunOutput(run).data, status=201)
 
 
-def _run_for(request, run_id: int) -> Run:
+def run_for(request, run_id: int) -> Run:
     return object_get_for_user(Run.objects.all(), user=request.user, pk=run_id, label="run")
 
 
 class RunDetailApi(ProjectApi):
     @extend_schema(responses=RunOutput)
     def get(self, request, run_id: int):
-        return Response(RunOutput(_run_for(request, run_id)).data)
+        return Response(RunOutput(run_for(request, run_id)).data)
 
 
 class RunCancelApi(ProjectApi):
     @extend_schema(request=None, responses=RunOutput)
     def post(self, request, run_id: int):
-        run = _run_for(request, run_id)
+        run = run_for(request, run_id)
         check_can_write(user=request.user, project=run.project)
         return Response(RunOutput(run_cancel(run=run)).data)
-
-
-class RunMetricsApi(ProjectApi):
-    """Read a run's points after a step, or ingest a batch (run-scoped token of this run, or a member)."""
-
-    allow_run_token = True
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("after_step", int, description="only points with a greater step"),
-            OpenApiParameter("key", str),
-            OpenApiParameter("source", str, description="empty string for global metrics"),
-        ],
-        responses=MetricPointOutput(many=True),
-    )
-    def get(self, request, run_id: int):
-        self._refuse_run_token(request)
-        run = _run_for(request, run_id)
-        after = query_int(request, "after_step")
-        qs = metric_points_after(
-            run=run,
-            step=-1 if after is None else after,
-            key=request.query_params.get("key"),
-            source=request.query_params.get("source"),
-        )
-        return paginated(self, qs, MetricPointOutput)
-
-    @extend_schema(request=MetricIngestInput, responses={200: None})
-    def post(self, request, run_id: int):
-        token = request.auth if isinstance(request.auth, ApiToken) else None
-        if token is not None and token.is_run_scoped:
-            if token.run_id != run_id:
-                raise PermissionDenied("this run-scoped token belongs to another run")
-            run = token.run
-        else:
-            run = _run_for(request, run_id)
-            check_can_write(user=request.user, project=run.project)
-        data = MetricIngestInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        points = [
-            PointIn(step=p["step"], key=p["key"], source=p.get("source") or "", value=p["value"])
-            for p in data.validated_data["points"]
-        ]
-        count = metric_points_ingest(run=run, points=points)
-        return Response({"accepted": count})
-
-    def _refuse_run_token(self, request) -> None:
-        if isinstance(request.auth, ApiToken) and request.auth.is_run_scoped:
-            raise PermissionDenied("a run-scoped token may only write metrics of its own run")

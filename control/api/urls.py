@@ -1,6 +1,6 @@
 from django.urls import path
 
-from control.api import alerts, data, projects, runs, samples, tokens, uploads
+from control.api import alerts, data, metrics, projects, runs, samples, tokens, uploads
 
 app_name = "api"
 
@@ -35,7 +35,7 @@ urlpatterns = [
     path("runs/", runs.RunListCreateApi.as_view(), name="runs"),
     path("runs/<int:run_id>/", runs.RunDetailApi.as_view(), name="run"),
     path("runs/<int:run_id>/cancel/", runs.RunCancelApi.as_view(), name="run-cancel"),
-    path("runs/<int:run_id>/metrics/", runs.RunMetricsApi.as_view(), name="run-metrics"),
+    path("runs/<int:run_id>/metrics/", metrics.RunMetricsApi.as_view(), name="run-metrics"),
     path("alert-rules/", alerts.AlertRuleListCreateApi.as_view(), name="alert-rules"),
     path("alert-rules/<int:rule_id>/", alerts.AlertRuleDetailApi.as_view(), name="alert-rule"),
     path("alerts/", alerts.AlertListApi.as_view(), name="alerts"),
