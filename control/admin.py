@@ -57,3 +57,19 @@ class AlertAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "run", "created_at", "revoked_at"]
     exclude = ["digest"]
+
+
+@admin.register(models.ComputeTarget)
+class ComputeTargetAdmin(admin.ModelAdmin):
+    list_display = ["name", "address", "enabled", "created_at"]
+
+
+@admin.register(models.RunEvent)
+class RunEventAdmin(admin.ModelAdmin):
+    list_display = ["run", "at", "from_status", "to_status", "attempt"]
+    list_filter = ["to_status"]
+
+
+@admin.register(models.RunArtifact)
+class RunArtifactAdmin(admin.ModelAdmin):
+    list_display = ["run", "kind", "step", "size_bytes", "created_at"]

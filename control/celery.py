@@ -12,6 +12,11 @@ app.conf.imports = ("workers.tasks",)
 app.conf.broker_connection_timeout = 5
 app.conf.task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 app.conf.beat_schedule = {
+    "runs-reconcile": {
+        "task": "workers.tasks.runs_reconcile",
+        "schedule": float(os.environ.get("TRIUNE_RECONCILE_SECONDS", "5")),
+        "options": {"expires": 30},
+    },
     "housekeeping": {"task": "workers.tasks.housekeeping", "schedule": 3600.0},
     "heartbeat": {"task": "workers.tasks.heartbeat", "schedule": 60.0},
 }

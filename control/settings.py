@@ -35,6 +35,15 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 DATA_DIR = Path(env.str("TRIUNE_DATA_DIR", default=str(BASE_DIR / "var")))
 STORAGE_URL = env.str("STORAGE_URL", default=(DATA_DIR / "storage").as_uri())
 RAY_ADDRESS = env.str("RAY_ADDRESS", default="")
+# The Jobs API of the ``local`` compute target: the head ./triune up started, else RAY_ADDRESS.
+TRIUNE_RAY_JOBS_URL = env.str("TRIUNE_RAY_JOBS_URL", default=RAY_ADDRESS or "http://127.0.0.1:8265")
+# Ray's token authentication of the local head (the file ./triune up writes, or the token itself).
+RAY_AUTH_TOKEN_PATH = env.str("RAY_AUTH_TOKEN_PATH", default="")
+# What the local head offers, for launch checks (./triune up starts it with these).
+TRIUNE_RAY_CPUS = env.float("TRIUNE_RAY_CPUS", default=0.0)
+TRIUNE_RAY_GPUS = env.float("TRIUNE_RAY_GPUS", default=0.0)
+# Seconds between two reconciliations of active runs with Ray's job states (Celery beat).
+TRIUNE_RECONCILE_SECONDS = env.float("TRIUNE_RECONCILE_SECONDS", default=5.0)
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000")
 

@@ -75,6 +75,9 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def metrics_points(self, event: dict) -> None:
         await self.send_json({"type": "metrics.points", "points": event["points"]})
 
+    async def run_status(self, event: dict) -> None:
+        await self.send_json({"type": "run.status", "run": event["run"]})
+
     async def alerts_fired(self, event: dict) -> None:
         await self.send_json({"type": "alerts.fired", "alert": event["alert"]})
 

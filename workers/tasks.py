@@ -12,6 +12,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from control.models import Alert
+from control.services.runs import run_reconcile, run_stop, run_submit, runs_reconcile_active
 from control.services.tokens import api_tokens_purge_expired
 
 logger = logging.getLogger(__name__)
@@ -62,3 +63,24 @@ def alert_deliver(alert_id: int) -> list[str]:
         send_mail(f"[Triune] {rule.name}", alert.message, None, [rule.email], fail_silently=False)
         delivered.append("email")
     return delivered
+
+
+@shared_task(name="workers.tasks.run_submit")
+def run_submit_task(run_id: int) -> str | None:
+    """Submit a queued run to Ray; a redelivered task finds the job submitted and does nothing twice."""
+    run = run_submit(run_id=run_id)
+    return None if run is None else run.status
+
+
+@shared_task(name="workers.tasks.run_stop")
+def run_stop_task(run_id: int) -> str | None:
+    """Ask Ray to stop the run's job, then record what Ray says."""
+    run_stop(run_id=run_id)
+    run = run_reconcile(run_id=run_id)
+    return None if run is None else run.status
+
+
+@shared_task(name="workers.tasks.runs_reconcile")
+def runs_reconcile_task() -> dict[str, int]:
+    """Beat: bring every active run in line with its Ray job."""
+    return runs_reconcile_active()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from control.api import alerts, data, metrics, projects, runs, samples, tokens, uploads
+from control.api import alerts, compute, data, metrics, projects, run_outputs, runs, samples, tokens, uploads
 
 app_name = "api"
 
@@ -35,6 +35,19 @@ urlpatterns = [
     path("runs/", runs.RunListCreateApi.as_view(), name="runs"),
     path("runs/<int:run_id>/", runs.RunDetailApi.as_view(), name="run"),
     path("runs/<int:run_id>/cancel/", runs.RunCancelApi.as_view(), name="run-cancel"),
+    path("runs/<int:run_id>/launch/", runs.RunLaunchApi.as_view(), name="run-launch"),
+    path("runs/<int:run_id>/resume/", runs.RunResumeApi.as_view(), name="run-resume"),
+    path("runs/<int:run_id>/clone/", runs.RunCloneApi.as_view(), name="run-clone"),
+    path("runs/<int:run_id>/events/", runs.RunEventsApi.as_view(), name="run-events"),
+    path("runs/<int:run_id>/logs/", run_outputs.RunLogsApi.as_view(), name="run-logs"),
+    path("runs/<int:run_id>/artifacts/", run_outputs.RunArtifactsApi.as_view(), name="run-artifacts"),
+    path(
+        "runs/<int:run_id>/artifacts/<int:artifact_id>/download/",
+        run_outputs.RunArtifactDownloadApi.as_view(),
+        name="run-artifact-download",
+    ),
+    path("compute-targets/", compute.ComputeTargetListCreateApi.as_view(), name="compute-targets"),
+    path("compute-targets/<int:target_id>/", compute.ComputeTargetDetailApi.as_view(), name="compute-target"),
     path("runs/<int:run_id>/metrics/", metrics.RunMetricsApi.as_view(), name="run-metrics"),
     path("alert-rules/", alerts.AlertRuleListCreateApi.as_view(), name="alert-rules"),
     path("alert-rules/<int:rule_id>/", alerts.AlertRuleDetailApi.as_view(), name="alert-rule"),

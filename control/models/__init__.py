@@ -1,10 +1,11 @@
 """Domain models of the control plane."""
 
 from control.models.alerts import Alert, AlertRule
+from control.models.compute import ComputeTarget
 from control.models.data import Dataset, DatasetVersion, DataSource, Tag
 from control.models.metrics import MetricPoint
 from control.models.projects import Project, ProjectMembership
-from control.models.runs import Run, RunSource
+from control.models.runs import Run, RunArtifact, RunEvent, RunSource
 from control.models.tokens import ApiToken
 from control.models.uploads import Upload
 
@@ -12,6 +13,7 @@ __all__ = [
     "Alert",
     "AlertRule",
     "ApiToken",
+    "ComputeTarget",
     "DataSource",
     "Dataset",
     "DatasetVersion",
@@ -19,6 +21,8 @@ __all__ = [
     "Project",
     "ProjectMembership",
     "Run",
+    "RunArtifact",
+    "RunEvent",
     "RunSource",
     "Tag",
     "Upload",

@@ -12,14 +12,18 @@ class Run(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
+        QUEUED = "queued", "Queued"
         SUBMITTED = "submitted", "Submitted"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLING = "cancelling", "Cancelling"
         CANCELLED = "cancelled", "Cancelled"
+        LOST = "lost", "Lost"
 
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.LOST)
+    # States in which a Ray job of the current attempt may exist: the reconciler watches these.
+    ACTIVE = (Status.SUBMITTED, Status.RUNNING, Status.CANCELLING)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200)
@@ -31,12 +35,25 @@ class Run(models.Model):
     preset = models.CharField(max_length=64, blank=True)
     config = models.JSONField(default=dict, blank=True, help_text="hyper-parameters over the preset")
     compute_target = models.CharField(max_length=200, default="local")
+    num_cpus = models.FloatField(default=1.0, help_text="CPUs reserved for the job's entrypoint")
+    num_gpus = models.FloatField(default=0.0, help_text="GPUs reserved for the job's entrypoint")
     total_steps = models.PositiveIntegerField(default=0)
     last_step = models.IntegerField(default=-1)
+    attempt = models.PositiveIntegerField(default=0, help_text="1 for the first submission, +1 per resume")
+    resumed_from_step = models.IntegerField(null=True, blank=True)
+    attempt_started_step = models.IntegerField(
+        default=-1, help_text="last_step when the current attempt started running (for the ETA)"
+    )
     ray_submission_id = models.CharField(max_length=128, blank=True)
+    spec_uri = models.CharField(max_length=1000, blank=True)
+    cloned_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="clones"
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     sources = models.ManyToManyField(DataSource, through="RunSource", related_name="runs")
 
@@ -62,3 +79,41 @@ class RunSource(models.Model):
             models.UniqueConstraint(fields=["run", "data_source"], name="run_source_unique"),
             models.CheckConstraint(condition=models.Q(weight__gt=0), name="run_source_weight_positive"),
         ]
+
+
+class RunEvent(models.Model):
+    """One state transition of a run: when, from what, to what, why, in which attempt."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    reason = models.TextField(blank=True, max_length=5000)
+    attempt = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["run", "at"], name="run_event_run_at")]
+
+
+class RunArtifact(models.Model):
+    """A file or folder a run produced: checkpoints, the exported policy, the job's log, its spec."""
+
+    class Kind(models.TextChoices):
+        CHECKPOINT = "checkpoint", "Checkpoint"
+        POLICY = "policy", "Exported policy"
+        LOG = "log", "Job log"
+        SPEC = "spec", "Run spec"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    step = models.IntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    uri = models.CharField(max_length=1000)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "step", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "uri"], name="run_artifact_unique_uri")]

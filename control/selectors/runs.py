@@ -35,3 +35,24 @@ def metric_keys(*, run: Run) -> list[tuple[str, str]]:
     return list(
         MetricPoint.objects.filter(run=run).values_list("key", "source").distinct().order_by("key", "source")
     )
+
+
+STEP_TIME_KEY = "perf/step_time"
+ETA_WINDOW = 20
+
+
+def run_progress(*, run: Run) -> dict:
+    """Steps done of total, and an ETA from the mean of the last step times the trainer logged."""
+    done = max(run.last_step + 1, 0)
+    total = run.total_steps
+    fraction = min(done / total, 1.0) if total else 0.0
+    eta = None
+    if run.status == Run.Status.RUNNING and done < total:
+        times = list(
+            MetricPoint.objects.filter(run=run, key=STEP_TIME_KEY, source="", value__isnull=False)
+            .order_by("-step")
+            .values_list("value", flat=True)[:ETA_WINDOW]
+        )
+        if times:
+            eta = round(sum(times) / len(times) * (total - done), 1)
+    return {"step": done, "total": total, "fraction": round(fraction, 4), "eta_seconds": eta}

@@ -47,7 +47,15 @@ class World:
             "index": 0,
             "image": 0,
             "report": "0" * 32,
+            "target": self.target_id(),
+            "artifact": 987654,
         }
+
+    @staticmethod
+    def target_id() -> int:
+        from control.models import ComputeTarget
+
+        return ComputeTarget.objects.get(name="local").pk
 
 
 @pytest.fixture(autouse=True)

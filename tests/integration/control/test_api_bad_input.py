@@ -37,7 +37,12 @@ WRITES = [
     Write(
         "post",
         "runs/",
-        lambda ids: {"project": ids["project"], "name": "r2", "sources": [{"data_source": ids["source"]}]},
+        lambda ids: {
+            "project": ids["project"],
+            "name": "r2",
+            "sources": [{"data_source": ids["source"]}],
+            "launch": False,
+        },
         201,
     ),
     Write(
@@ -608,7 +613,7 @@ def test_hostile_text_query_params_never_fail(route, name, value, world, owner):
             "task_type",
             "math, puzzle, science, chart, ocr, counting, detection, grounding, other",
         ),
-        ("runs/", "status", "pending, submitted, running, succeeded, failed, cancelling, cancelled"),
+        ("runs/", "status", "pending, queued, submitted, running, succeeded, failed, cancelling, cancelled, lost"),
         ("alerts/", "state", "firing, acknowledged, resolved"),
     ],
 )

@@ -30,6 +30,7 @@ class Endpoint:
     foreign_ok: bool = False  # a caller outside the project succeeds (creates their own object)
     list_key: str | None = field(default=None)  # how a list result names its project
     personal: bool = False  # the object belongs to one user (tokens, uploads), not to the project
+    admin: bool = False  # a platform-wide object that admins manage (compute targets)
 
     @property
     def id(self) -> str:
@@ -43,7 +44,13 @@ class Endpoint:
 
 
 def _run_body(ids):
-    return {"project": ids["project"], "name": "second run", "sources": [{"data_source": ids["source"]}]}
+    # A draft: the world's source has no data files, so a launch would be refused (tested elsewhere).
+    return {
+        "project": ids["project"],
+        "name": "second run",
+        "sources": [{"data_source": ids["source"]}],
+        "launch": False,
+    }
 
 
 def _rule_body(ids):
@@ -103,7 +110,16 @@ ENDPOINTS = [
     Endpoint("get", "runs/", 200, list_key="project"),
     Endpoint("post", "runs/", 201, _run_body, project_write=True),
     Endpoint("get", "runs/{run}/", 200),
+    Endpoint("patch", "runs/{run}/", 200, lambda ids: {"description": "d"}, project_write=True),
     Endpoint("post", "runs/{run}/cancel/", 200, project_write=True),
+    # Launch and resume need data files and Ray: served in the runs-on-Ray tests.
+    Endpoint("post", "runs/{run}/launch/", None, project_write=True),
+    Endpoint("post", "runs/{run}/resume/", None, project_write=True),
+    Endpoint("post", "runs/{run}/clone/", 201, lambda ids: {"name": "again"}, project_write=True),
+    Endpoint("get", "runs/{run}/events/", 200),
+    Endpoint("get", "runs/{run}/logs/", 200),
+    Endpoint("get", "runs/{run}/artifacts/", 200),
+    Endpoint("get", "runs/{run}/artifacts/{artifact}/download/", None),
     Endpoint("get", "runs/{run}/metrics/", 200),
     Endpoint(
         "post",
@@ -123,10 +139,16 @@ ENDPOINTS = [
     Endpoint("get", "tokens/", 200, list_key="token"),
     Endpoint("post", "tokens/", 201, lambda ids: {"name": "ci"}, foreign_ok=True),
     Endpoint("delete", "tokens/{token}/", 204, personal=True),
+    # Compute targets are platform-wide: anyone signed in reads them, admins manage them.
+    Endpoint("get", "compute-targets/", 200, admin=True),
+    Endpoint("post", "compute-targets/", None, admin=True),
+    Endpoint("get", "compute-targets/{target}/", 200, admin=True),
+    Endpoint("patch", "compute-targets/{target}/", None, admin=True),
+    Endpoint("delete", "compute-targets/{target}/", None, admin=True),
 ]
 IDS = [e.id for e in ENDPOINTS]
 WRITES = [e for e in ENDPOINTS if e.project_write]
-DETAILS = [e for e in ENDPOINTS if "{" in e.route]
+DETAILS = [e for e in ENDPOINTS if "{" in e.route and not e.admin]
 LISTS = [e for e in ENDPOINTS if e.list_key is not None]
 
 NOT_AUTHENTICATED = "Authentication credentials were not provided."
@@ -164,7 +186,9 @@ def test_the_owner_is_served(endpoint, world, client_for):
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
 def test_unauthenticated_is_401(endpoint, api_client):
     # Ids that exist nowhere: authentication is checked before any lookup.
-    ids = dict.fromkeys(["project", "dataset", "source", "tag", "run", "rule", "alert", "token"], 987654)
+    ids = dict.fromkeys(
+        ["project", "dataset", "source", "tag", "run", "rule", "alert", "token", "target", "artifact"], 987654
+    )
     ids.update(
         upload="0b7e7f4c-4a59-4d0e-9c55-6d1c1b8f2a11", split="train", index=0, image=0, report="0" * 32
     )

@@ -17,10 +17,12 @@ def owner(user, client_for):
 
 
 def _body(project, *sources, **extra):
+    """A draft run (``launch: false``): these sources have no files, so a launch would be refused."""
     return {
         "project": project.pk,
         "name": "orsta 7b",
         "sources": [{"data_source": s.pk, "weight": w} for s, w in sources],
+        "launch": False,
         **extra,
     }
 
@@ -56,7 +58,7 @@ def test_the_defaults_of_a_run(project, make_source, owner):
         "",
     )
     # A weight left out is 1.0.
-    body = {"project": project.pk, "name": "r", "sources": [{"data_source": geo.pk}]}
+    body = {"project": project.pk, "name": "r", "sources": [{"data_source": geo.pk}], "launch": False}
     assert owner.post(API + "runs/", body, format="json").json()["sources"][0]["weight"] == 1.0
 
 
@@ -185,5 +187,5 @@ def test_runs_list_newest_first_and_filters(project, make_run, make_project, use
     assert names(status="pending", project=third.project_id) == ["third"]
     refused = owner.get(API + "runs/", {"status": "nonsense"})
     assert refused.status_code == 400
-    assert refused.json()["message"].startswith("status: must be one of pending, submitted, running")
+    assert refused.json()["message"].startswith("status: must be one of pending, queued, submitted, running")
     assert first.pk != third.pk

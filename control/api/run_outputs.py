@@ -1,0 +1,121 @@
+"""A run's job log (paged by byte offset) and its artifacts, with downloads."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterator
+
+from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from control.api.base import ProjectApi, query_int
+from control.api.runs import run_for
+from control.errors import NotFound
+from control.models import RunArtifact
+from control.selectors.run_logs import run_log_chunk
+from control.services.launch import fs_path
+from control.services.run_outputs import run_artifacts_sync
+
+
+class LogChunkOutput(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    next_offset = serializers.IntegerField(help_text="pass it as offset to read on")
+    size = serializers.IntegerField(help_text="bytes of the log known now")
+    text = serializers.CharField()
+    origin = serializers.ChoiceField(choices=["ray", "storage", "none"])
+    complete = serializers.BooleanField(help_text="true once the attempt ended: the log will not grow")
+
+
+class RunLogsApi(ProjectApi):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("offset", int, description="first byte to return (default 0)"),
+            OpenApiParameter("attempt", int, description="attempt number (default: the current one)"),
+        ],
+        responses=LogChunkOutput,
+    )
+    def get(self, request, run_id: int):
+        """The job's log from byte ``offset`` (at most 1 MiB): Ray's while it runs, the stored copy after."""
+        run = run_for(request, run_id)
+        offset = query_int(request, "offset") or 0
+        attempt = query_int(request, "attempt")
+        if offset < 0:
+            raise ValidationError({"offset": ["must be >= 0"]})
+        if attempt is not None and not 1 <= attempt <= max(run.attempt, 1):
+            raise ValidationError({"attempt": [f"must be between 1 and {max(run.attempt, 1)}"]})
+        chunk = run_log_chunk(run=run, attempt=attempt, offset=offset)
+        return Response(LogChunkOutput(chunk).data)
+
+
+class RunArtifactOutput(serializers.ModelSerializer):
+    download = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RunArtifact
+        fields = ["id", "kind", "step", "attempt", "uri", "size_bytes", "sha256", "created_at", "download"]
+
+    def get_download(self, artifact: RunArtifact) -> str:
+        return f"/api/v1/runs/{artifact.run_id}/artifacts/{artifact.pk}/download/"
+
+
+class RunArtifactsApi(ProjectApi):
+    @extend_schema(responses=RunArtifactOutput(many=True))
+    def get(self, request, run_id: int):
+        """Checkpoints, the exported policy, the spec and the stored logs of the run."""
+        run = run_for(request, run_id)
+        if run.status in run.ACTIVE:
+            run_artifacts_sync(run=run)
+        return Response(RunArtifactOutput(run.artifacts.all(), many=True).data)
+
+
+class RunArtifactDownloadApi(ProjectApi):
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, run_id: int, artifact_id: int):
+        """The artifact's file, or a folder (a checkpoint, the policy) as a .tar.gz archive."""
+        run = run_for(request, run_id)
+        artifact = run.artifacts.filter(pk=artifact_id).first()
+        if artifact is None:
+            raise NotFound(f"artifact {artifact_id} does not exist in run {run.pk}")
+        path = fs_path(artifact.uri)
+        if path is None or not os.path.exists(path):
+            raise NotFound(f"artifact {artifact_id} is no longer in storage ({artifact.uri})")
+        step = "" if artifact.step is None else f"-step-{artifact.step}"
+        name = f"run-{run.pk}-{artifact.kind}{step}"
+        if os.path.isfile(path):
+            return FileResponse(open(path, "rb"), as_attachment=True, filename=os.path.basename(path))
+        response = StreamingHttpResponse(_tar_gz(path, name), content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="{name}.tar.gz"'
+        return response
+
+
+class _Chunks:
+    """A write-only file whose writes a generator drains: tarfile streams without a temporary file."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def _tar_gz(folder: str, arcname: str) -> Iterator[bytes]:
+    sink = _Chunks()
+    with tarfile.open(fileobj=sink, mode="w|gz") as archive:
+        for root, _dirs, files in os.walk(folder):
+            for file_name in sorted(files):
+                full = os.path.join(root, file_name)
+                archive.add(full, arcname=os.path.join(arcname, os.path.relpath(full, folder)))
+                chunk = sink.drain()
+                if chunk:
+                    yield chunk
+    yield sink.drain()

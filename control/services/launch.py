@@ -1,0 +1,271 @@
+"""From a run in the database to a Ray job: the trainer config, the checks, the submission.
+
+The run's config is the preset with the run's data sources (their stored files as fsspec
+URIs) and the user's overrides on top, validated by the trainer's own schema, so the platform
+refuses exactly what the trainer would refuse, and names the field (``config.algo.lr``).
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+from typing import Any
+
+from django.conf import settings
+
+from control.errors import DomainError
+from control.models import ComputeTarget, Run
+from control.ray_jobs import RayTarget, read_token
+from control.storage import join, storage, storage_uri
+
+SUBMIT_TASK = "workers.tasks.run_submit"
+STOP_TASK = "workers.tasks.run_stop"
+RUN_TOKEN_ENV = "TRIUNE_RUN_TOKEN"
+# Sections of a run's config the platform owns: the sources come from the run itself.
+PLATFORM_FIELDS = {
+    ("data", "sources"): "set the run's sources (and their weights) instead of config.data.sources",
+    ("data", "root"): "the run's sources carry their own file URIs; remove config.data.root",
+    ("tracking", "http"): "the platform sets config.tracking.http for its runs; remove it",
+    ("output_dir",): "the platform puts a run's output under its storage folder; remove config.output_dir",
+    ("total_steps",): "set the run's total_steps field instead of config.total_steps",
+}
+
+
+class LaunchError(DomainError):
+    """A run that cannot be launched; ``fields`` names every offending field."""
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, anything else replaces.
+
+    >>> deep_merge({"algo": {"lr": 1, "n": 2}}, {"algo": {"lr": 3}})
+    {'algo': {'lr': 3, 'n': 2}}
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def run_folder(run: Run) -> str:
+    """The run's folder in storage (a path of the storage filesystem)."""
+    _, root = storage()
+    return join(root, "runs", str(run.pk))
+
+
+def run_output_dir(run: Run) -> str:
+    """Where the job writes checkpoints, metric files and its exported model."""
+    return join(run_folder(run), "output")
+
+
+def submission_id(run: Run) -> str:
+    """Ray's id of the run's current attempt: a retried submission reuses it, so Ray refuses a second job."""
+    return f"triune-run-{run.pk}-attempt-{run.attempt}"
+
+
+def compute_target_get(name: str) -> ComputeTarget:
+    target = ComputeTarget.objects.filter(name=name).first()
+    if target is None or not target.enabled:
+        names = ", ".join(ComputeTarget.objects.filter(enabled=True).values_list("name", flat=True))
+        raise LaunchError(
+            f"compute target {name!r} does not exist or is disabled; choose one of: {names or '(none)'}",
+            fields={"compute_target": ["unknown"]},
+        )
+    return target
+
+
+def ray_target(target: ComputeTarget) -> RayTarget:
+    """Address and credentials of a compute target's Jobs API."""
+    if target.is_local:
+        token = read_token(env_var="RAY_AUTH_TOKEN", token_path=settings.RAY_AUTH_TOKEN_PATH)
+        return RayTarget.create(settings.TRIUNE_RAY_JOBS_URL, token)
+    return RayTarget.create(target.address, read_token(env_var=target.auth_token_env))
+
+
+def target_offers(target: ComputeTarget) -> dict[str, float]:
+    """CPUs and GPUs a target offers; the local head's come from TRIUNE_RAY_CPUS/GPUS."""
+    offered = {k.upper(): float(v) for k, v in (target.resources or {}).items() if _is_number(v)}
+    if target.is_local:
+        import os
+
+        offered.setdefault("CPU", settings.TRIUNE_RAY_CPUS or float(os.cpu_count() or 1))
+        offered.setdefault("GPU", settings.TRIUNE_RAY_GPUS)
+    return offered
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _config_problems_to_fields(problems) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for item in problems:
+        name = f"config.{item.field}" if item.field else "config"
+        fields.setdefault(name, []).append(item.message)
+    return fields
+
+
+def _platform_field_problems(config: dict) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for path, message in PLATFORM_FIELDS.items():
+        node: Any = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            fields["config." + ".".join(path)] = [message]
+    return fields
+
+
+def _source_entries(run: Run) -> tuple[list[dict], dict[str, list[str]]]:
+    entries: list[dict] = []
+    fields: dict[str, list[str]] = {}
+    for item in run.run_sources.select_related("data_source").order_by("id"):
+        source = item.data_source
+        files = source.files or {}
+        train, test = list(files.get("train") or []), list(files.get("test") or [])
+        if source.train_count == 0 or not train:
+            fields.setdefault("sources", []).append(
+                f"data source {source.name!r} (id {source.pk}) has no train rows; choose a source with a "
+                "train split"
+            )
+            continue
+        entries.append({"name": source.name, "weight": item.weight, "train": train, "test": test})
+    return entries, fields
+
+
+def run_config_data(run: Run) -> dict[str, Any]:
+    """The preset with the run's sources and overrides, before validation (raises LaunchError)."""
+    from trainer.config import ConfigError
+    from trainer.config.loader import read_config_data
+
+    overrides = run.config or {}
+    fields = _platform_field_problems(overrides)
+    entries, source_fields = _source_entries(run)
+    fields.update(source_fields)
+    if fields:
+        raise LaunchError(_summary(fields), fields=fields)
+    try:
+        data = read_config_data(run.preset)
+    except ConfigError as exc:
+        raise LaunchError(str(exc), fields={"preset": [str(exc)]}) from None
+    data.setdefault("data", {})
+    data["data"]["sources"] = entries
+    data["data"]["root"] = None
+    data = deep_merge(data, overrides)
+    data["total_steps"] = run.total_steps
+    data["output_dir"] = run_output_dir(run)
+    return data
+
+
+def run_train_config(run: Run):
+    """The validated trainer config of ``run``; :class:`LaunchError` names every problem."""
+    from trainer.config import ConfigError, config_from_dict
+
+    data = run_config_data(run)
+    try:
+        return config_from_dict(data, f"run {run.pk}")
+    except ConfigError as exc:
+        fields = _config_problems_to_fields(exc.problems)
+        raise LaunchError(_summary(fields), fields=fields) from None
+
+
+def _summary(fields: dict[str, list[str]]) -> str:
+    parts = [f"{name}: {messages[0]}" for name, messages in list(fields.items())[:5]]
+    more = len(fields) - len(parts)
+    return "the run cannot be launched: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def run_launch_check(run: Run):
+    """Every launch-time check of ``run``; returns (config, target) or raises LaunchError."""
+    from trainer.config import ConfigError, build_run_spec, check_model_path
+
+    if not 1 <= run.total_steps <= 10_000_000:
+        raise LaunchError(
+            f"total_steps must be between 1 and 10000000, got {run.total_steps}",
+            fields={"total_steps": ["out of range"]},
+        )
+    target = compute_target_get(run.compute_target)
+    config = run_train_config(run)
+    fields: dict[str, list[str]] = {}
+    wants_eval = config.eval.every > 0 or config.eval.before_training
+    if wants_eval and config.data.test_fraction == 0:
+        for source in config.data.sources:
+            if not source.test:
+                fields.setdefault("sources", []).append(
+                    f"evaluation is on but data source {source.name!r} has no test split; set "
+                    "config.eval.every=0 and config.eval.before_training=false, or config.data.test_fraction "
+                    "> 0 to hold out train rows, or choose sources with a test split"
+                )
+    offered = target_offers(target)
+    for resource, asked in (("CPU", run.num_cpus), ("GPU", run.num_gpus)):
+        have = offered.get(resource)
+        if have is not None and asked > have:
+            field = "num_gpus" if resource == "GPU" else "num_cpus"
+            fields[field] = [
+                f"the run asks for {asked:g} {resource}(s) but compute target {target.name!r} offers {have:g}"
+            ]
+    if target.is_local:
+        problems = check_model_path(config)
+        fields.update(_config_problems_to_fields(problems))
+    # A model path on a remote cluster's nodes cannot be checked from here: the job reports it.
+    if fields:
+        raise LaunchError(_summary(fields), fields=fields)
+    try:
+        build_run_spec(config, run_id=str(run.pk), platform_url=settings.PUBLIC_URL, check_model=False)
+    except ConfigError as exc:
+        fields = _config_problems_to_fields(exc.problems)
+        raise LaunchError(_summary(fields), fields=fields) from None
+    return config, target
+
+
+def run_spec_write(run: Run, config) -> str:
+    """Write the run spec under the run's folder (atomically) and return its URI."""
+    from trainer.config import build_run_spec
+
+    spec = build_run_spec(config, run_id=str(run.pk), platform_url=settings.PUBLIC_URL, check_model=False)
+    fs, _ = storage()
+    folder = run_folder(run)
+    fs.makedirs(folder, exist_ok=True)
+    path = join(folder, "spec.json")
+    tmp = join(folder, f".spec.json.{run.attempt}.tmp")
+    with fs.open(tmp, "w") as handle:
+        handle.write(spec.to_json())
+    fs.mv(tmp, path)
+    return storage_uri(fs, path)
+
+
+def entrypoint(run: Run, spec_uri: str) -> str:
+    """``python -m trainer train --spec URI``, resuming from the newest checkpoint after attempt 1."""
+    threads = max(1, int(run.num_cpus))
+    parts = ["python", "-m", "trainer", "train", "--spec", spec_uri, "--threads", str(threads)]
+    if run.attempt > 1:
+        parts += ["--resume", "auto"]
+    return shlex.join(parts)
+
+
+def job_runtime_env(target: ComputeTarget, *, token: str) -> dict:
+    """The target's default runtime env with the platform's URL and the run's token added."""
+    env = copy.deepcopy(target.runtime_env or {})
+    env_vars = dict(env.get("env_vars") or {})
+    env_vars.update(
+        {
+            RUN_TOKEN_ENV: token,
+            "TRIUNE_PLATFORM_URL": settings.PUBLIC_URL,
+            "HF_HUB_OFFLINE": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
+    env["env_vars"] = env_vars
+    return env
+
+
+def fs_path(uri: str) -> str | None:
+    """The local path of a ``file://`` URI (or a plain path); None for remote storage."""
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if "://" in uri:
+        return None
+    return uri
