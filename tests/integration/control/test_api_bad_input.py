@@ -613,7 +613,11 @@ def test_hostile_text_query_params_never_fail(route, name, value, world, owner):
             "task_type",
             "math, puzzle, science, chart, ocr, counting, detection, grounding, other",
         ),
-        ("runs/", "status", "pending, queued, submitted, running, succeeded, failed, cancelling, cancelled, lost"),
+        (
+            "runs/",
+            "status",
+            "pending, queued, submitted, running, succeeded, failed, cancelling, cancelled, lost",
+        ),
         ("alerts/", "state", "firing, acknowledged, resolved"),
     ],
 )

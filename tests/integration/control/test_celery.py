@@ -170,5 +170,9 @@ def test_the_beat_schedule_names_registered_tasks():
 
     app.loader.import_default_modules()
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
-    assert scheduled == {"workers.tasks.heartbeat", "workers.tasks.housekeeping", "workers.tasks.runs_reconcile"}
+    assert scheduled == {
+        "workers.tasks.heartbeat",
+        "workers.tasks.housekeeping",
+        "workers.tasks.runs_reconcile",
+    }
     assert scheduled <= set(app.tasks)
