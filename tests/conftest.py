@@ -186,3 +186,37 @@ def ingest(db):
         )
 
     return do
+
+
+@pytest.fixture
+def storage_root(settings, tmp_path):
+    """A storage folder of this test (STORAGE_URL points at it)."""
+    root = tmp_path / "storage"
+    root.mkdir()
+    settings.STORAGE_URL = root.as_uri()
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_files(tmp_path_factory):
+    """Synthetic parquet files of the eight tasks (small), generated once per test session."""
+    from trainer.data.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(str(out), per_source=16, image_size=56, test_fraction=0.25)
+    return out
+
+
+@pytest.fixture
+def demo_sources(db, project, storage_root, synth_files):
+    """The eight synthetic sources of ``project`` with real data files in storage, by name."""
+    from pathlib import Path
+
+    from control.services.datasets import dataset_version_create
+    from control.services.ingest import StagedFile
+
+    files = [StagedFile(p.name, p) for p in sorted(Path(synth_files).glob("*.parquet"))]
+    outcome = dataset_version_create(
+        project=project, user=project.created_by, name="synthetic", description="", files=files
+    )
+    return {source.name: source for source in outcome.version.sources.all()}

@@ -1,0 +1,27 @@
+"""Launch checks on real data sources: the run's config is the trainer's, validated before queuing."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_demo_sources_build_a_valid_run_spec(project, demo_sources, make_run):
+    from control.services.launch import run_launch_check, run_spec_write
+    from trainer.config import load_run_spec
+
+    run = make_run(project, sources=list(demo_sources.values()), total_steps=3)
+    config, target = run_launch_check(run)
+    assert target.name == "local"
+    assert [s.name for s in config.data.sources] == [r.data_source.name for r in run.run_sources.order_by("id")]
+    spec = load_run_spec(run_spec_write(run, config))
+    assert spec.run_id == str(run.pk)
+    assert spec.config.total_steps == 3
+    assert all(uri.startswith("file://") for s in spec.sources for uri in s.train)
+    assert spec.config.tracking.http is not None and spec.config.tracking.http.run_id == str(run.pk)
+
+
+def test_the_fixture_can_be_used_twice(project, demo_sources):
+    assert len(demo_sources) == 8
+    assert all(s.train_count > 0 and s.test_count > 0 for s in demo_sources.values())
