@@ -14,7 +14,8 @@ def test_the_demo_sources_build_a_valid_run_spec(project, demo_sources, make_run
     run = make_run(project, sources=list(demo_sources.values()), total_steps=3)
     config, target = run_launch_check(run)
     assert target.name == "local"
-    assert [s.name for s in config.data.sources] == [r.data_source.name for r in run.run_sources.order_by("id")]
+    mixture = [item.data_source.name for item in run.run_sources.order_by("id")]
+    assert [s.name for s in config.data.sources] == mixture
     spec = load_run_spec(run_spec_write(run, config))
     assert spec.run_id == str(run.pk)
     assert spec.config.total_steps == 3
