@@ -42,8 +42,12 @@ ETA_WINDOW = 20
 
 
 def run_progress(*, run: Run) -> dict:
-    """Steps done of total, and an ETA from the mean of the last step times the trainer logged."""
-    done = max(run.last_step + 1, 0)
+    """Steps done of total, and an ETA from the mean of the last step times the trainer logged.
+
+    The trainer numbers training steps from 1 (step 0 is the evaluation before training), so
+    the last step reported is the number of steps done.
+    """
+    done = max(run.last_step, 0)
     total = run.total_steps
     fraction = min(done / total, 1.0) if total else 0.0
     eta = None
