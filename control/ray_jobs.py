@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PROBE_TIMEOUT_S = 5.0
+# How long a submission waits for the job agent of a head that has just started.
+AGENT_WAIT_S = 60.0
 
 # Ray's job states (ray.job_submission.JobStatus values).
 PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED = "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"
@@ -102,20 +105,26 @@ def submit(
 ) -> bool:
     """Submit a job; False when a job of that id exists already (a retried submission)."""
     client = _client(target)
-    try:
-        client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=submission_id,
-            runtime_env=runtime_env,
-            metadata=metadata,
-            entrypoint_num_cpus=num_cpus,
-            entrypoint_num_gpus=num_gpus,
-        )
-    except RuntimeError as exc:
-        if "already exists" in str(exc):
-            return False
-        raise
-    return True
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=submission_id,
+                runtime_env=runtime_env,
+                metadata=metadata,
+                entrypoint_num_cpus=num_cpus,
+                entrypoint_num_gpus=num_gpus,
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                return False
+            # A head that has just started answers before its job agent is ready.
+            if "No available agent" in str(exc) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            raise
+        return True
 
 
 def status(target: RayTarget, submission_id: str) -> JobState | None:

@@ -25,8 +25,11 @@ FAST = {
 }
 
 
-def _wait(what: str, predicate, timeout: float = WAIT_S):
-    """Reconcile (as the beat does) until ``predicate()`` holds; fail with ``what`` after ``timeout``."""
+def _wait(what: str, predicate, timeout: float = WAIT_S, *, run_id: int | None = None):
+    """Reconcile (as the beat does) until ``predicate()`` holds; fail with ``what`` after ``timeout``,
+    or at once when ``run_id`` ended before it held (with the run's error and log tail)."""
+    from control.models import Run
+    from control.selectors.run_logs import run_log_chunk
     from control.services.runs import runs_reconcile_active
 
     deadline = time.monotonic() + timeout
@@ -35,6 +38,10 @@ def _wait(what: str, predicate, timeout: float = WAIT_S):
         value = predicate()
         if value:
             return value
+        run = None if run_id is None else Run.objects.get(pk=run_id)
+        if run is not None and run.is_terminal:
+            log = run_log_chunk(run=run).text[-3000:]
+            raise AssertionError(f"run ended {run.status} before {what}: {run.error}\n{log}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.5)
@@ -119,3 +126,121 @@ def test_a_run_trains_on_ray_and_ends_succeeded_with_logs_and_artifacts(
     from control.models import ApiToken
 
     assert not ApiToken.objects.filter(run_id=run["id"], revoked_at__isnull=True).exists()
+
+
+def _events(client, run_id: int) -> list[tuple[str, str, int]]:
+    results = client.get(API + f"runs/{run_id}/events/").json()["results"]
+    return [(e["from_status"], e["to_status"], e["attempt"]) for e in results]
+
+
+def test_cancel_while_running_then_resume_continues_at_the_next_step(
+    platform, project, demo_sources, client_for, user
+):
+    from control.models import Run
+
+    owner = client_for(user)
+    sources = [demo_sources["synth_counting"], demo_sources["synth_detection"]]
+    run = _create(owner, project, sources, total_steps=400)
+    _wait("two checkpointed steps", lambda: len(_steps(run["id"])) >= 2, run_id=run["id"])
+    assert _status(run["id"]) == "running"
+
+    cancelled = owner.post(API + f"runs/{run['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in ("cancelling", "cancelled")
+    _wait("the run to be cancelled", lambda: _status(run["id"]) == "cancelled")
+    stopped_at = Run.objects.get(pk=run["id"]).last_step
+    assert 2 <= stopped_at < 400
+
+    resumed = owner.post(API + f"runs/{run['id']}/resume/").json()
+    assert (resumed["status"], resumed["attempt"]) == ("queued", 2)
+    checkpoint_step = resumed["resumed_from_step"]
+    assert checkpoint_step is not None and 1 <= checkpoint_step <= stopped_at
+    _wait("steps after the checkpoint", lambda: max(_steps(run["id"])) >= stopped_at + 2, run_id=run["id"])
+    owner.post(API + f"runs/{run['id']}/cancel/")
+    _wait("the second attempt to be cancelled", lambda: _status(run["id"]) == "cancelled")
+
+    # Every step once, none missing: the replayed steps after the checkpoint overwrote themselves.
+    steps = _steps(run["id"])
+    assert steps == list(range(1, steps[-1] + 1))
+    events = _events(owner, run["id"])
+    assert ("running", "cancelling", 1) in events and ("cancelling", "cancelled", 1) in events
+    assert ("cancelled", "queued", 2) in events and events[-1][1:] == ("cancelled", 2)
+    logs = owner.get(API + f"runs/{run['id']}/logs/", {"attempt": 2}).json()
+    assert "resumed from" in logs["text"] and logs["complete"]
+    first = owner.get(API + f"runs/{run['id']}/logs/", {"attempt": 1}).json()
+    assert "SIGTERM" in first["text"] or "stopped" in first["text"]
+
+
+def test_a_target_that_does_not_answer_fails_the_run_with_the_reason(
+    platform, project, demo_sources, client_for, user
+):
+    from control.models import ComputeTarget, Run
+
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    ComputeTarget.objects.create(name="gone", address=closed)
+    owner = client_for(user)
+    run = _create(owner, project, [demo_sources["synth_math"]], compute_target="gone")
+    _wait("the run to fail", lambda: _status(run["id"]) == "failed", timeout=60)
+    error = Run.objects.get(pk=run["id"]).error
+    assert "compute target 'gone'" in error and "does not answer" in error and closed in error
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_repeated_submission_makes_exactly_one_ray_job(platform, project, demo_sources, make_run):
+    """A worker killed after Ray accepted the job but before the run was saved: the task runs again."""
+    from ray.job_submission import JobSubmissionClient
+
+    from control import ray_jobs
+    from control.models import Run
+    from control.services.launch import entrypoint, submission_id
+    from control.services.run_lifecycle import run_transition
+    from control.services.runs import run_submit
+
+    run = make_run(project, sources=[demo_sources["synth_math"]], total_steps=2)
+    # Queued as run_launch would, without enqueueing a task: this test plays the worker itself.
+    Run.objects.filter(pk=run.pk).update(config=FAST, attempt=1)
+    run = run_transition(run=run.pk, to="queued", reason="launched")
+    # What the killed worker did before it died: Ray has the job, the run is still queued.
+    target = ray_jobs.RayTarget.create(platform.ray.url)
+    assert ray_jobs.submit(
+        target,
+        submission_id=submission_id(run),
+        entrypoint=entrypoint(run, "file:///nonexistent/spec.json"),
+        runtime_env={},
+        metadata={},
+        num_cpus=0.1,
+        num_gpus=0,
+    )
+    again = run_submit(run_id=run.pk)
+    assert again.status == "submitted"
+    assert "by an earlier try" in again.events.last().reason
+    jobs = [
+        j for j in JobSubmissionClient(platform.ray.url).list_jobs() if j.submission_id == submission_id(run)
+    ]
+    assert len(jobs) == 1
+    # The redelivered task is a no-op once the run is submitted.
+    assert run_submit(run_id=run.pk).status == "submitted"
+
+
+def test_a_job_ray_no_longer_knows_is_lost_and_resumable(
+    platform, project, demo_sources, make_run, client_for
+):
+    from control.models import Run
+    from control.services.run_lifecycle import run_transition
+
+    run = make_run(project, sources=[demo_sources["synth_math"]], total_steps=2)
+    Run.objects.filter(pk=run.pk).update(config=FAST, attempt=1, status="queued")
+    run_transition(run=run.pk, to="submitted", ray_submission_id="triune-run-unknown-attempt-1")
+    _wait("the run to be lost", lambda: _status(run.pk) == "lost", timeout=30)
+    lost = Run.objects.get(pk=run.pk)
+    assert "no longer knows job triune-run-unknown-attempt-1" in lost.error
+    resumed = client_for(project.created_by).post(API + f"runs/{run.pk}/resume/").json()
+    assert (resumed["status"], resumed["attempt"], resumed["resumed_from_step"]) == ("queued", 2, None)
+    reason = Run.objects.get(pk=run.pk).events.last().reason
+    assert "no checkpoint yet, starting from step 0" in reason
