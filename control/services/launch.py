@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 
@@ -29,6 +29,8 @@ PLATFORM_FIELDS = {
     ("output_dir",): "the platform puts a run's output under its storage folder; remove config.output_dir",
     ("total_steps",): "set the run's total_steps field instead of config.total_steps",
 }
+# Longest field name an error names: a config key may be kilobytes long.
+FIELD_NAME_MAX = 200
 
 
 class LaunchError(DomainError):
@@ -67,14 +69,32 @@ def submission_id(run: Run) -> str:
 
 
 def compute_target_get(name: str) -> ComputeTarget:
-    target = ComputeTarget.objects.filter(name=name).first()
-    if target is None or not target.enabled:
-        names = ", ".join(ComputeTarget.objects.filter(enabled=True).values_list("name", flat=True))
-        raise LaunchError(
-            f"compute target {name!r} does not exist or is disabled; choose one of: {names or '(none)'}",
-            fields={"compute_target": ["unknown"]},
+    """The compute target ``name``, enabled or not: a disabled target still stops and reconciles its runs.
+
+    ``local`` always exists: it is recreated if its row was deleted.
+    """
+    if name == ComputeTarget.LOCAL:
+        ComputeTarget.objects.get_or_create(
+            name=name, defaults={"description": "The Ray head started by ./triune up (or RAY_ADDRESS)."}
         )
+    target = ComputeTarget.objects.filter(name=name).first()
+    if target is None:
+        _refuse_target(f"compute target {name!r} does not exist")
     return target
+
+
+def compute_target_for_launch(name: str) -> ComputeTarget:
+    """The compute target a run is launched on: it must exist and be enabled."""
+    target = compute_target_get(name)
+    if not target.enabled:
+        _refuse_target(f"compute target {name!r} is disabled")
+    return target
+
+
+def _refuse_target(problem: str) -> NoReturn:
+    names = ", ".join(ComputeTarget.objects.filter(enabled=True).values_list("name", flat=True))
+    message = f"{problem}; choose one of: {names or '(none enabled)'}"
+    raise LaunchError(message, fields={"compute_target": [message]})
 
 
 def ray_target(target: ComputeTarget) -> RayTarget:
@@ -104,17 +124,21 @@ def _config_problems_to_fields(problems) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for item in problems:
         name = f"config.{item.field}" if item.field else "config"
+        if len(name) > FIELD_NAME_MAX:
+            # An unknown key of a user's config is echoed in its field name: keep an error short.
+            name = name[: FIELD_NAME_MAX - 3] + "..."
         fields.setdefault(name, []).append(item.message)
     return fields
 
 
 def _platform_field_problems(config: dict) -> dict[str, list[str]]:
+    """Platform-owned fields the user's overrides set, even to null (the platform sets them all)."""
     fields: dict[str, list[str]] = {}
     for path, message in PLATFORM_FIELDS.items():
         node: Any = config
-        for part in path:
+        for part in path[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
+        if isinstance(node, dict) and path[-1] in node:
             fields["config." + ".".join(path)] = [message]
     return fields
 
@@ -180,14 +204,12 @@ def _summary(fields: dict[str, list[str]]) -> str:
 
 def run_launch_check(run: Run):
     """Every launch-time check of ``run``; returns (config, target) or raises LaunchError."""
-    from trainer.config import ConfigError, build_run_spec, check_model_path
+    from trainer.config import ConfigError, build_run_spec
 
     if not 1 <= run.total_steps <= 10_000_000:
-        raise LaunchError(
-            f"total_steps must be between 1 and 10000000, got {run.total_steps}",
-            fields={"total_steps": ["out of range"]},
-        )
-    target = compute_target_get(run.compute_target)
+        message = f"total_steps must be between 1 and 10000000, got {run.total_steps}"
+        raise LaunchError(message, fields={"total_steps": [message]})
+    target = compute_target_for_launch(run.compute_target)
     config = run_train_config(run)
     fields: dict[str, list[str]] = {}
     wants_eval = config.eval.every > 0 or config.eval.before_training
@@ -205,12 +227,10 @@ def run_launch_check(run: Run):
         if have is not None and asked > have:
             field = "num_gpus" if resource == "GPU" else "num_cpus"
             fields[field] = [
-                f"the run asks for {asked:g} {resource}(s) but compute target {target.name!r} offers {have:g}"
+                f"the run asks for {asked:g} {resource}(s) but compute target {target.name!r} offers "
+                f"{have:g}; set {field} to at most {have:g} or choose a compute target that offers more"
             ]
-    if target.is_local:
-        problems = check_model_path(config)
-        fields.update(_config_problems_to_fields(problems))
-    # A model path on a remote cluster's nodes cannot be checked from here: the job reports it.
+    fields.update(_config_problems_to_fields(_model_path_problems(config, target)))
     if fields:
         raise LaunchError(_summary(fields), fields=fields)
     try:
@@ -219,6 +239,22 @@ def run_launch_check(run: Run):
         fields = _config_problems_to_fields(exc.problems)
         raise LaunchError(_summary(fields), fields=fields) from None
     return config, target
+
+
+def _model_path_problems(config, target: ComputeTarget) -> list:
+    """``model.path`` checks: all of them on the local target, only the placeholder on a remote one.
+
+    A checkpoint on a remote cluster's nodes cannot be looked at from here (the job reports a
+    missing one), but a placeholder left from a preset (``<path/to/...>``, the rule of
+    ``trainer.config.runspec``) is wrong on every cluster.
+    """
+    from trainer.config import check_model_path
+
+    problems = check_model_path(config)
+    if target.is_local:
+        return problems
+    path = config.model.path
+    return problems if "<" in path and ">" in path else []
 
 
 def run_spec_write(run: Run, config) -> str:
