@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
@@ -123,6 +125,8 @@ def _jsonb_problem(value: object) -> str | None:
                 return f"is nested deeper than {CONFIG_MAX_DEPTH} levels"
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "must not contain infinite or NaN numbers"
         elif isinstance(item, str):
             if "\x00" in item:
                 return "must not contain NUL characters (\\u0000)"

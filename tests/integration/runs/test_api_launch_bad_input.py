@@ -154,16 +154,13 @@ def test_every_problem_of_a_config_is_named_at_once(project, math, owner):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RunInput.validate_config lets infinity through and PostgreSQL's jsonb refuses it (a 500)",
-)
 def test_an_infinite_number_is_refused_not_stored(project, math, owner):
     """``1e999`` parses as infinity (json.loads only rejects the NaN/Infinity literals)."""
     before = _runs()
     raw = json.dumps(_body(project, math, config={"algo": {"lr": 1.0}})).replace("1.0", "1e999")
     response = send_raw(owner, "post", API + "runs/", raw)
-    assert response.status_code == 400, response.content[:500]
+    body = assert_error(response, 400)
+    assert body["extra"]["fields"]["config"] == ["config must not contain infinite or NaN numbers"], body
     assert _runs() == before
 
 
