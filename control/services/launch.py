@@ -124,6 +124,9 @@ def _config_problems_to_fields(problems) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for item in problems:
         name = f"config.{item.field}" if item.field else "config"
+        if item.field.startswith("data.sources"):
+            # The platform writes data.sources from the run's sources: file problems are theirs.
+            name = "sources"
         if len(name) > FIELD_NAME_MAX:
             # An unknown key of a user's config is echoed in its field name: keep an error short.
             name = name[: FIELD_NAME_MAX - 3] + "..."

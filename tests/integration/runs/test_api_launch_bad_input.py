@@ -303,10 +303,8 @@ def test_a_source_whose_files_are_gone_is_refused(project, math, owner, storage_
     before = _runs()
     response = _post(owner, _body(project, math))
     body = assert_error(response, 400, code="invalid")
-    assert list(body["extra"]["fields"]) == ["config.data.sources[0].train[0]"], body
-    assert body["extra"]["fields"]["config.data.sources[0].train[0]"][0].startswith(
-        "file not found: 'file://"
-    )
+    assert list(body["extra"]["fields"]) == ["sources"], body
+    assert body["extra"]["fields"]["sources"][0].startswith("file not found: 'file://")
     assert _runs() == before
 
 
