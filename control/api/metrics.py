@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
@@ -29,6 +32,75 @@ class MetricPointInput(StrictSerializer):
 
 class MetricIngestInput(StrictSerializer):
     points = MetricPointInput(many=True, allow_empty=False, max_length=MAX_POINTS_PER_REQUEST)
+
+
+_METRIC_NAME = re.compile(METRIC_NAME_RE[1:-1])  # the pattern without anchors, for fullmatch
+_MAX_STEP = 2**31 - 1
+_MAX_SOURCE_LENGTH = 200
+
+
+def points_accepted_as_is(data: object) -> list[PointIn] | None:
+    """The points of a batch that :class:`MetricIngestInput` would accept unchanged, else None.
+
+    A batch of ``{"step": int, "key": str, "source": str | null, "value": number | null}``
+    objects (the shape every client sends) is checked by this loop in a fraction of the time
+    the serializer takes per field; anything else (a missing or unknown field, a string step, a
+    source with surrounding spaces, any error at all) returns None, and the serializer decides
+    and words the error, so the two never disagree on what is accepted.
+    """
+    if type(data) is not dict or len(data) != 1:
+        return None
+    items = data.get("points")
+    if type(items) is not list or not 0 < len(items) <= MAX_POINTS_PER_REQUEST:
+        return None
+    keys: set[str] = set()
+    sources: set[str] = {""}
+    points = []
+    append = points.append
+    for item in items:
+        if type(item) is not dict:
+            return None
+        fields = len(item)
+        try:
+            step = item["step"]
+            key = item["key"]
+            value = item["value"]
+            source = item["source"] if fields == 4 else None
+        except KeyError:  # a required field missing, or a fourth that is not the source
+            return None
+        if fields not in (3, 4) or type(step) is not int or not 0 <= step <= _MAX_STEP:
+            return None
+        if type(key) is not str:
+            return None
+        if key not in keys:
+            if _METRIC_NAME.fullmatch(key) is None:
+                return None
+            keys.add(key)
+        if source is None:
+            source = ""
+        elif type(source) is not str:
+            return None
+        elif source not in sources:
+            # CharField trims surrounding whitespace and refuses NUL and lone surrogates (which
+            # UTF-8 cannot encode); such sources go to the serializer.
+            if len(source) > _MAX_SOURCE_LENGTH or "\x00" in source or source.strip() != source:
+                return None
+            if not source.isascii():
+                try:
+                    source.encode()
+                except UnicodeEncodeError:
+                    return None
+            sources.add(source)
+        if value is not None:
+            if type(value) is int:
+                try:
+                    value = float(value)
+                except OverflowError:
+                    return None
+            elif type(value) is not float or not math.isfinite(value):
+                return None
+        append(PointIn(step, key, value, source))
+    return points
 
 
 class MetricPointOutput(serializers.ModelSerializer):
@@ -72,12 +144,14 @@ class RunMetricsApi(ProjectApi):
         else:
             run = run_for(request, run_id)
             check_can_write(user=request.user, project=run.project)
-        data = MetricIngestInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        points = [
-            PointIn(step=p["step"], key=p["key"], source=p.get("source") or "", value=p["value"])
-            for p in data.validated_data["points"]
-        ]
+        points = points_accepted_as_is(request.data)
+        if points is None:
+            data = MetricIngestInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            points = [
+                PointIn(step=p["step"], key=p["key"], source=p.get("source") or "", value=p["value"])
+                for p in data.validated_data["points"]
+            ]
         count = metric_points_ingest(run=run, points=points)
         return Response({"accepted": count})
 

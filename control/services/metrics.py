@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 
 from control.errors import DomainError
@@ -18,8 +19,9 @@ logger = logging.getLogger(__name__)
 MAX_POINTS_PER_REQUEST = 10_000
 
 
-@dataclass(frozen=True)
-class PointIn:
+class PointIn(NamedTuple):
+    """One point to ingest (a named tuple: a batch builds up to 10,000 of them per request)."""
+
     step: int
     key: str
     value: float | None
@@ -34,41 +36,82 @@ def point_payload(point: MetricPoint | PointIn) -> dict:
     return {"step": point.step, "key": point.key, "source": point.source, "value": point.value}
 
 
+# One statement for the whole batch: four arrays unnested into rows. They travel as PostgreSQL array
+# literals, one string each, which psycopg quotes in one call instead of adapting every element.
+_UPSERT_SQL = f"""
+INSERT INTO {MetricPoint._meta.db_table} (run_id, step, source, key, value, created_at)
+SELECT %s, p.step, p.source, p.key, p.value, now()
+FROM unnest(%s::integer[], %s::text[], %s::text[], %s::double precision[]) AS p(step, source, key, value)
+ON CONFLICT (run_id, key, source, step) DO UPDATE SET value = EXCLUDED.value
+"""
+# Numbers and nulls in JSON are what an array literal wants between its braces ("null" is NULL in
+# any case); the C encoder writes floats exactly as repr() does.
+_json_list = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _text_element(text: str) -> str:
+    """``text`` as a quoted element of a PostgreSQL array literal (quotes and backslashes escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class _Columns(NamedTuple):
+    steps: list[int]
+    keys: list[str]
+    sources: list[str]
+    values: list[float | None]  # non-finite values already None
+
+    def literals(self) -> list[str]:
+        """The four array literals of the upsert, in its order: steps, sources, keys, values."""
+        quoted = {text: _text_element(text) for text in {*self.keys, *self.sources}}
+        return [
+            "{" + _json_list(self.steps)[1:-1] + "}",
+            "{" + ",".join([quoted[source] for source in self.sources]) + "}",
+            "{" + ",".join([quoted[key] for key in self.keys]) + "}",
+            "{" + _json_list(self.values)[1:-1] + "}",
+        ]
+
+
+def _columns(points: Sequence[PointIn]) -> _Columns:
+    """The batch as columns, one row per (step, key, source); the last occurrence of a duplicate wins."""
+    # One INSERT ... ON CONFLICT cannot update the same row twice, and a replay overwrites too.
+    rows = list({(p.step, p.key, p.source): p for p in points}.values())
+    return _Columns(
+        steps=[int(p.step) for p in rows],
+        keys=[p.key for p in rows],
+        sources=[p.source for p in rows],
+        values=[_finite_or_none(p.value) for p in rows],
+    )
+
+
 @transaction.atomic
 def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
     """Store a batch of points; idempotent on (run, step, source, key): a replayed point overwrites.
 
-    Evaluates the project's alert rules on the new points and broadcasts them to
-    the run's channel group once the transaction commits.
+    Non-finite values are stored as null. Evaluates the project's alert rules on the new
+    points and broadcasts them to the run's channel group once the transaction commits.
     """
     if len(points) > MAX_POINTS_PER_REQUEST:
         raise DomainError(f"at most {MAX_POINTS_PER_REQUEST} points per request, got {len(points)}")
-    # The last occurrence of a (step, key, source) wins, as in a replay: one INSERT ... ON CONFLICT
-    # cannot update the same row twice.
-    latest = {(p.step, p.key, p.source): p for p in points}
-    rows = [
-        MetricPoint(
-            run=run,
-            step=p.step,
-            key=p.key,
-            source=p.source,
-            value=p.value if p.value is not None and math.isfinite(p.value) else None,
-        )
-        for p in latest.values()
-    ]
-    MetricPoint.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["run", "key", "source", "step"],
-        update_fields=["value"],
-    )
-    top = max((p.step for p in points), default=-1)
+    columns = _columns(points)
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT_SQL, [run.pk, *columns.literals()])
+    top = max(columns.steps, default=-1)
     if top > run.last_step:
         Run.objects.filter(pk=run.pk, last_step__lt=top).update(last_step=top)
     alert_rules_evaluate(run=run, points=points)
-    payload = [point_payload(row) for row in rows]
+    payload = [
+        {"step": step, "key": key, "source": source, "value": value}
+        for step, key, source, value in zip(*columns, strict=True)
+    ]
     transaction.on_commit(lambda: broadcast_to_run(run.pk, {"type": "metrics.points", "points": payload}))
-    return len(rows)
+    return len(payload)
 
 
 def run_last_step(*, run: Run) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.control.helpers import assert_error
@@ -190,3 +192,164 @@ def test_points_of_one_run_never_show_in_another(project, make_run, owner, inges
     first, second = make_run(project), make_run(project)
     ingest(first, (0, "reward/final", "geo", 0.1))
     assert owner.get(_url(second)).json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("step", "one", "step: A valid integer is required."),
+        ("step", 1.5, "step: A valid integer is required."),
+        ("step", True, "step: A valid integer is required."),
+        ("step", None, "step: This field may not be null."),
+        ("step", [1], "step: A valid integer is required."),
+        ("step", 2**31, "step: Ensure this value is less than or equal to 2147483647."),
+        ("key", None, "key: This field may not be null."),
+        ("key", ["a"], "key: This value does not match the required pattern."),
+        ("key", "k" * 201, "key: Ensure this field has no more than 200 characters."),
+        ("value", "high", "value: A valid number is required."),
+        ("value", {}, "value: A valid number is required."),
+        ("value", 10**400, "value: Integer value too large to convert to float"),
+        ("source", {"a": 1}, "source: Not a valid string."),
+        ("source", True, "source: Not a valid string."),
+        ("source", "\ud800", "source: Surrogate characters are not allowed: U+D800."),
+        ("unit", "s", "unit: unknown field; allowed fields are: key, source, step, value"),
+    ],
+)
+def test_a_wrong_type_deep_in_a_full_batch_names_the_point_and_the_field(field, value, message, run, owner):
+    points = [_point(s // 4, key=f"k/{s % 4}") for s in range(10_000)]
+    points[9_999] = {**points[9_999], field: value}
+    # json.dumps escapes a lone surrogate, which the test client's encoder cannot write.
+    response = owner.post(_url(run), data=json.dumps({"points": points}), content_type="application/json")
+    body = assert_error(response, 400, code="invalid")
+    assert body["message"].startswith(f"points: 9999: {message}")  # "; " joins further messages
+    assert list(body["extra"]["fields"]["points"]) == ["9999"]
+    assert _rows(run) == []
+
+
+def test_values_the_serializer_converts_are_stored_converted(run, owner):
+    # Strings of numbers, an int value and a padded source go the long way and land as the same rows.
+    points = [
+        _point(0, value=0.5),
+        {"step": "1", "key": "reward/final", "source": " geo ", "value": "0.25"},
+        {"step": 2.0, "key": "reward/final", "source": "  ", "value": 3},
+        {"step": 3, "key": 7, "value": True},
+    ]
+    response = owner.post(_url(run), {"points": points}, format="json")
+    assert response.json() == {"accepted": 4}
+    assert _rows(run) == [
+        (0, "reward/final", "geo", 0.5),
+        (1, "reward/final", "geo", 0.25),
+        (2, "reward/final", "", 3.0),
+        (3, "7", "", 1.0),
+    ]
+
+
+def test_a_batch_with_duplicates_counts_the_rows_it_stored(run, owner):
+    points = [_point(s % 10, value=s / 100) for s in range(1000)]  # 10 distinct points, 100 times each
+    response = owner.post(_url(run), {"points": points}, format="json")
+    assert response.json() == {"accepted": 10}
+    # The last of each: step s % 10 was last sent as s = 990 + step.
+    assert _rows(run) == [(step, "reward/final", "geo", (990 + step) / 100) for step in range(10)]
+
+
+def test_a_ten_thousand_point_batch_replayed_overwrites_every_value(run, owner):
+    points = [
+        {"step": s, "key": f"reward/k{k}", "source": f"src_{s % 3}", "value": s + k / 100}
+        for s in range(250)
+        for k in range(40)
+    ]
+    assert owner.post(_url(run), {"points": points}, format="json").json() == {"accepted": 10_000}
+    for p in points:
+        p["value"] = None if p["step"] % 2 else -p["value"]
+    assert owner.post(_url(run), {"points": points}, format="json").json() == {"accepted": 10_000}
+    stored = {(s, k, src): v for s, k, src, v in _rows(run)}
+    assert len(stored) == 10_000
+    assert stored == {(p["step"], p["key"], p["source"]): p["value"] for p in points}
+
+
+# The fast path of the ingest view against the serializer it stands in for, on random batches.
+_STEPS = [0, 5, 2**31 - 1, 2**31, -1, "3", 2.0, 1.5, True, None, [1]]
+_KEYS = ["reward/final", "a" * 200, "a" * 201, "bad key", "", "k\x00", " k", 5, None, "é", "NULL"]
+_SOURCES = [
+    "",
+    "geo",
+    " geo",
+    "  ",
+    "s" * 200,
+    "s" * 201,
+    "a\x00",
+    "\ud800",
+    5,
+    ["x"],
+    'q"u\\o',
+    "{a,b}",
+    None,
+]
+_VALUES = [0.5, 0, -3, 10**400, 1e308, None, "0.5", "nan", True, float("inf"), float("nan"), [1.0]]
+
+
+def _random_point(rng) -> object:
+    roll = rng.random()
+    if roll < 0.02:
+        return rng.choice(["point", 1, None, ["step"]])
+    point = {
+        "step": rng.choice(_STEPS) if rng.random() < 0.3 else rng.randrange(100),
+        "key": rng.choice(_KEYS) if rng.random() < 0.3 else rng.choice(["reward/final", "actor/lr"]),
+        "value": rng.choice(_VALUES) if rng.random() < 0.3 else rng.random(),
+    }
+    if rng.random() < 0.7:
+        point["source"] = rng.choice(_SOURCES) if rng.random() < 0.3 else rng.choice(["geo", "chart"])
+    for name in ("step", "key", "value"):
+        if rng.random() < 0.02:
+            del point[name]
+    if rng.random() < 0.02:
+        point["unit"] = "s"
+    return point
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_fast_path_accepts_only_what_the_serializer_accepts_unchanged(seed):
+    import random
+
+    from control.api.metrics import MetricIngestInput, points_accepted_as_is
+    from control.services.metrics import PointIn
+
+    rng = random.Random(seed)
+    fast_taken = 0
+    for _ in range(400):
+        # Mostly clean batches, so that both outcomes of the fast path occur.
+        size = rng.choice([1, 2, 5, 20])
+        clean = rng.random() < 0.5
+        body = {
+            "points": [_random_point(rng) if not clean else _point(rng.randrange(9)) for _ in range(size)]
+        }
+        fast = points_accepted_as_is(body)
+        slow = MetricIngestInput(data=body)
+        if fast is None:
+            continue
+        fast_taken += 1
+        assert slow.is_valid(), (body, slow.errors)
+        expected = [
+            PointIn(step=p["step"], key=p["key"], source=p.get("source") or "", value=p["value"])
+            for p in slow.validated_data["points"]
+        ]
+        assert [(*p, type(p.value)) for p in fast] == [(*p, type(p.value)) for p in expected]
+    assert fast_taken > 100
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"points": [_point(0)], "extra": 1},
+        {"points": []},
+        {"points": [_point(0)] * 10_001},
+        {"points": {"0": _point(0)}},
+        [_point(0)],
+        {"points": [_point(0, source="geo ")]},
+        {"points": [{"step": 0, "key": "k", "value": 1.0, "sauce": "geo"}]},
+    ],
+)
+def test_the_fast_path_leaves_anything_unusual_to_the_serializer(body):
+    from control.api.metrics import points_accepted_as_is
+
+    assert points_accepted_as_is(body) is None

@@ -64,3 +64,124 @@ def test_points_after_and_series_keys(run, make_run, project, ingest):
     assert [(p.step, p.key) for p in metric_points_after(run=run, step=0, key="a")] == [(1, "a")]
     assert [p.step for p in metric_points_after(run=run, source="s")] == [1, 2]
     assert metric_keys(run=run) == [("a", ""), ("b", "s")]
+
+
+def _stored(run) -> list[tuple]:
+    from control.models import MetricPoint
+
+    return list(
+        MetricPoint.objects.filter(run=run)
+        .order_by("step", "key", "source")
+        .values_list("step", "key", "source", "value")
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'a"b',  # a quote ends an element of an array literal
+        "c\\d",  # a backslash escapes the next character
+        "back\\",
+        "{x,y}",  # braces and commas delimit elements
+        "NULL",  # unquoted, an element spelled NULL is a null
+        "null",
+        " lead",
+        "trail ",
+        "it's",
+        "é✓ 測試",
+        "",
+    ],
+)
+def test_sources_are_stored_verbatim_whatever_they_hold(text, run, ingest):
+    ingest(run, (0, "reward/final", text, 0.5), (1, "reward/final", text, None))
+    assert _stored(run) == [(0, "reward/final", text, 0.5), (1, "reward/final", text, None)]
+
+
+@pytest.mark.parametrize("key", ["NULL", "null", "reward/final", "a" * 200])
+def test_keys_spelled_like_null_are_stored_as_text(key, run, ingest):
+    ingest(run, (0, key, "", 1.0))
+    assert _stored(run) == [(0, key, "", 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("values", "stored"),
+    [
+        ([0.1, 0.2, 0.3], 0.3),
+        ([0.1, None], None),  # a null that comes last wins over a number
+        ([0.1, float("nan")], None),  # and so does a NaN, stored as null
+        ([float("inf"), 0.4], 0.4),
+        ([None, 7], 7.0),  # an int is stored as a float
+    ],
+)
+def test_the_last_duplicate_in_a_batch_wins(values, stored, run, ingest):
+    assert ingest(run, *[(5, "k", "s", v) for v in values]) == 1
+    assert _stored(run) == [(5, "k", "s", stored)]
+
+
+def test_a_replayed_batch_overwrites_in_place(run, ingest):
+    from control.models import MetricPoint
+
+    first = [(s, f"k/{n}", "src", s + n / 100) for s in range(25) for n in range(40)]  # 1,000 points
+    assert ingest(run, *first) == 1000
+    ids = dict(MetricPoint.objects.filter(run=run).values_list("id", "value"))
+    again = [(s, k, src, -v) for s, k, src, v in first]
+    assert ingest(run, *again) == 1000
+    rows = MetricPoint.objects.filter(run=run)
+    assert rows.count() == 1000
+    # The same rows (same ids), with the replay's values.
+    assert dict(rows.values_list("id", "value")) == {pk: -value for pk, value in ids.items()}
+
+
+def test_points_of_another_run_with_the_same_coordinates_are_kept_apart(run, make_run, project, ingest):
+    other = make_run(project)
+    ingest(run, (0, "k", "s", 1.0))
+    ingest(other, (0, "k", "s", 2.0))
+    assert _stored(run) == [(0, "k", "s", 1.0)]
+    assert _stored(other) == [(0, "k", "s", 2.0)]
+
+
+def test_an_empty_batch_stores_nothing(run, ingest):
+    assert ingest(run) == 0
+    assert _stored(run) == []
+
+
+def test_last_step_moves_to_the_highest_step_of_a_batch_and_never_back(run, ingest):
+    ingest(run, (3, "k", "", 1.0), (9, "k", "", 1.0), (4, "k", "", 1.0))
+    run.refresh_from_db()
+    assert run.last_step == 9
+    ingest(run, (2, "k", "", 1.0))
+    run.refresh_from_db()
+    assert run.last_step == 9
+
+
+def test_the_broadcast_carries_the_stored_points_once_the_transaction_commits(
+    run, ingest, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent: list[tuple] = []
+    monkeypatch.setattr("control.services.metrics.broadcast_to_run", lambda *args: sent.append(args))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        ingest(run, (1, "k", "s", 0.5), (2, "k", "s", float("nan")), (1, "k", "s", 0.7))
+        assert sent == []  # nothing leaves before the commit
+    assert len(callbacks) == 1
+    # Deduplicated (the last 0.7 wins), in first-seen order, NaN as null.
+    assert sent == [
+        (
+            run.pk,
+            {
+                "type": "metrics.points",
+                "points": [
+                    {"step": 1, "key": "k", "source": "s", "value": 0.7},
+                    {"step": 2, "key": "k", "source": "s", "value": None},
+                ],
+            },
+        )
+    ]
+
+
+def test_the_alert_rules_see_the_ingested_points(run, project, ingest, make_rule, monkeypatch):
+    from control.models import Alert
+
+    monkeypatch.setattr("control.services.alerts.enqueue_task", lambda *args: None)
+    make_rule(project, key="reward/accuracy", source="", condition="below", threshold=0.5, window=1)
+    ingest(run, (0, "reward/accuracy", "geo", 0.9), (1, "reward/accuracy", "geo", 0.1))
+    assert list(Alert.objects.filter(run=run).values_list("source", "step")) == [("geo", 1)]
