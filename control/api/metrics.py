@@ -16,6 +16,7 @@ from control.models import ApiToken, MetricPoint
 from control.selectors.projects import check_can_write
 from control.selectors.runs import metric_points_after
 from control.services.metrics import MAX_POINTS_PER_REQUEST, PointIn, metric_points_ingest
+from control.services.runs import run_mark_running
 
 METRIC_NAME_RE = r"^[A-Za-z0-9_./@:+\-]{1,200}$"
 
@@ -153,6 +154,7 @@ class RunMetricsApi(ProjectApi):
                 for p in data.validated_data["points"]
             ]
         count = metric_points_ingest(run=run, points=points)
+        run_mark_running(run=run)
         return Response({"accepted": count})
 
     def _refuse_run_token(self, request) -> None:
