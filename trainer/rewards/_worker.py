@@ -55,6 +55,9 @@ def _warm_up() -> None:
 def worker_main(conn: Connection, memory_limit_mb: int | None, imports: tuple[str, ...] = ()) -> None:
     """Serve chunks from ``conn`` until it closes or sends ``None``; ``imports`` are imported first."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # So is SIGTERM (Ray's stop_job signals every process of the job): the parent finishes its
+    # step, then closes the pool. A worker whose pool is gone sees its pipe close and exits.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     for module in imports:

@@ -28,6 +28,7 @@ from typing import Any
 from trainer.rewards.requests import TIMEOUT, RewardRequest, RewardResult, zero_result
 
 _WORKER_MODULE = "trainer.rewards._worker"
+_FORKSERVER_MODULE = "trainer.rewards._forkserver"  # makes the forkserver ignore SIGTERM
 # A worker that dies this many times in a row before it is ready means the pool cannot work.
 MAX_START_FAILURES = 3
 # A worker gets this long to import and warm up before it counts as failed to start.
@@ -36,11 +37,12 @@ START_TIMEOUT_S = 120.0
 
 def _context(start_method: str | None) -> Any:
     """forkserver where available: a replacement worker forks from a process that already
-    imported the reward code (milliseconds), and nothing of the caller (torch, threads) leaks in."""
+    imported the reward code (milliseconds), and nothing of the caller (torch, threads) leaks in.
+    The forkserver and the workers ignore SIGTERM; see :mod:`trainer.rewards._forkserver`."""
     method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload([_WORKER_MODULE])
+        ctx.set_forkserver_preload([_FORKSERVER_MODULE, _WORKER_MODULE])
     return ctx
 
 
