@@ -18,6 +18,7 @@ from trainer.checkpoint.fingerprint import (
     model_signature,
 )
 from trainer.checkpoint.resume import (
+    AUTO,
     LATEST,
     CheckpointManager,
     Resumable,
@@ -43,6 +44,7 @@ from trainer.checkpoint.store import (
 )
 
 __all__ = [
+    "AUTO",
     "LATEST",
     "MARKER",
     "POLICY_DIR",

@@ -44,6 +44,7 @@ from trainer.checkpoint.store import (
 from trainer.config import ResolvedSource, TrainConfig
 
 LATEST = "latest"
+AUTO = "auto"  # --resume auto: the latest complete checkpoint when there is one, else step 0
 RNG_KEY = "rng"
 
 

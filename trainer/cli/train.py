@@ -1,14 +1,22 @@
 """``python -m trainer train``: run GRPO training from a config (or preset) or a run spec.
 
 ``--resume`` continues from the newest complete checkpoint of ``checkpoint.dir`` (default
-``<output_dir>/checkpoints``), ``--resume PATH`` from a given one; the steps that follow are
-those the uninterrupted run would have taken. A checkpoint of another config is refused unless
-``--resume-force``; one of changed data files or of another model always is.
+``<output_dir>/checkpoints``) and refuses to start when there is none; ``--resume auto`` does
+the same but starts from step 0 when there is none (what the platform passes from a run's
+second attempt on); ``--resume PATH`` continues from a given checkpoint. The steps that follow
+are those the uninterrupted run would have taken. A checkpoint of another config is refused
+unless ``--resume-force``; one of changed data files or of another model always is.
+
+SIGTERM (a cancelled Ray job) or SIGINT (Ctrl-C) stops the run after the step under way: it
+saves a checkpoint of the last finished step (unless it has one), flushes the metrics, prints
+``train: stopped by SIGTERM after step N; checkpoint in PATH`` and exits 143 (SIGINT: 130).
+The stop waits for the current step to end (a stop during the last step lets the run finish,
+exit 0); a second signal ends the process at once, killed by that signal, without a checkpoint.
 
 Exit status: 0 when the run finished, 2 when it could not start (an invalid config, a missing
 file, data that fails the pre-flight checks, a checkpoint that cannot be resumed; every
 problem is listed and nothing was trained), 1 when it stopped on the way (too many
-non-finite losses in a row, too many unusable rows), 130 when interrupted.
+non-finite losses in a row, too many unusable rows), 143 when stopped by SIGTERM, 130 by SIGINT.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -38,7 +47,14 @@ from trainer.config import (
 from trainer.config.errors import config_error_from_validation
 from trainer.config.loader import resolve_config_path
 
+if TYPE_CHECKING:
+    from trainer.engine import StopRequest
+
 LOCAL_RUN_ID = "local"
+# --resume values (trainer.checkpoint.LATEST, AUTO), spelled out: importing trainer.checkpoint
+# loads torch, which a config error or --help should not wait for.
+LATEST = "latest"
+AUTO = "auto"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         nargs="?",
-        const="latest",
-        metavar="PATH",
-        help="continue from the newest complete checkpoint, or from the checkpoint (directory) PATH",
+        const=LATEST,
+        metavar="PATH|auto",
+        help="continue from the newest complete checkpoint (auto: or start from step 0 when there is "
+        "none), or from the checkpoint (directory) PATH",
     )
     parser.add_argument(
         "--resume-force",
@@ -120,10 +137,23 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from trainer.engine import PreflightError, TrainingStopped, open_session, run_loop
+    from trainer.engine import stop_on_signals
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    with stop_on_signals() as stop:  # until the trackers are flushed and the reward workers stopped
+        return _train(config, sources, args, resume, stop)
+
+
+def _train(
+    config: TrainConfig,
+    sources: list[ResolvedSource],
+    args: argparse.Namespace,
+    resume: str | None,
+    stop: StopRequest,
+) -> int:
+    from trainer.engine import PreflightError, TrainingStopped, open_session, run_loop
+
     started = time.perf_counter()
     try:
         session = open_session(
@@ -148,17 +178,24 @@ def run(args: argparse.Namespace) -> int:
             if session.state.step >= config.total_steps:
                 print(f"train: nothing to do: the run already did its {config.total_steps} step(s)")
                 return 0
+        elif resume == AUTO:
+            print(f"train: no checkpoint yet in {session.checkpoint_dir}; starting from step 0", flush=True)
         try:
-            summary = run_loop(session, max_steps=args.steps)
+            summary = run_loop(session, max_steps=args.steps, stop=stop)
         except (TrainingStopped, PreflightError) as exc:
             checkpoint = getattr(exc, "checkpoint", None)
             if checkpoint is not None:
                 print(f"train: checkpoint of step {session.state.step} in {checkpoint}", flush=True)
             print(f"train: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # SIGINT before the handler was in place, or outside the main thread
             print(f"train: interrupted after step {session.state.step}", file=sys.stderr)
             return 130
+    # The session is closed: the metrics are delivered (or spooled) and the reward workers gone.
+    if summary.stopped_by is not None:
+        where = f"checkpoint in {summary.last_checkpoint}" if summary.last_checkpoint else "no checkpoint"
+        print(f"train: stopped by {summary.stopped_by} after step {session.state.step}; {where}", flush=True)
+        return stop.exit_status
     elapsed = time.perf_counter() - started
     metrics_file = Path(out) / config.tracking.jsonl if config.tracking.jsonl else None
     where = f"; metrics in {metrics_file}" if metrics_file is not None else ""

@@ -1,7 +1,8 @@
 """The GRPO engine: one training step read top to bottom, the loop around it, pre-flight checks.
 
 - :func:`open_session` checks and builds a run (raises :class:`PreflightError` with every problem);
-- :func:`run_loop` evaluates and trains it; :func:`train_step` is one step;
+- :func:`run_loop` evaluates and trains it; :func:`train_step` is one step; a
+  :class:`StopRequest` (set on SIGTERM/SIGINT by :func:`stop_on_signals`) ends it between steps;
 - :class:`TrainState` holds what a step advances (model, optimizer, scheduler, sampler, step).
 """
 
@@ -21,6 +22,7 @@ from trainer.engine.scoring import build_scorer, register_scorer, reward_model_f
 from trainer.engine.sources import SourceData, load_sources
 from trainer.engine.state import TrainState, step_seed
 from trainer.engine.step import StepResult, grpo_advantages, train_step
+from trainer.engine.stop import StopRequest, stop_on_signals
 
 __all__ = [
     "PreflightError",
@@ -30,6 +32,7 @@ __all__ = [
     "Session",
     "SourceData",
     "StepResult",
+    "StopRequest",
     "TrainState",
     "TrainingStopped",
     "box_frame_warning",
@@ -48,6 +51,7 @@ __all__ = [
     "reward_model_for_coordinates",
     "run_loop",
     "step_seed",
+    "stop_on_signals",
     "train_step",
     "update_config",
 ]

@@ -9,9 +9,10 @@ whose update hit a non-finite loss (saving a checkpoint first, so that the run c
 with a lower learning rate).
 
 Checkpoints (:mod:`trainer.checkpoint`) are saved every ``checkpoint.every`` steps, after the
-last step, and when a call stops early (``max_steps``); ``open_session(resume=...)`` continues
-from one exactly: the steps that follow draw, sample and update as the uninterrupted run would
-have, also when the checkpoint fell on the end of a data epoch.
+last step, and when a call stops early (``max_steps``, or a stop asked through a
+:class:`~trainer.engine.stop.StopRequest`, looked at between steps); ``open_session(resume=...)``
+continues from one exactly: the steps that follow draw, sample and update as the uninterrupted
+run would have, also when the checkpoint fell on the end of a data epoch.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from trainer.checkpoint import (
+    AUTO,
     Checkpoint,
     CheckpointError,
     CheckpointManager,
     check_resume,
     checkpoint_root,
     find_checkpoint,
+    latest_complete,
     restore,
 )
 from trainer.config import ResolvedSource, TrainConfig
@@ -60,6 +63,7 @@ from trainer.engine.scoring import build_scorer, scorer_name
 from trainer.engine.sources import load_sources
 from trainer.engine.state import TrainState
 from trainer.engine.step import StepResult, train_step
+from trainer.engine.stop import StopRequest
 from trainer.monitor import Metrics
 from trainer.rollout import backend_names, build_backend
 from trainer.tracking import ConsoleSink, MultiSink, build_tracker
@@ -77,7 +81,8 @@ class Session:
     output_dir: Path
     rows_checked: int = 0
     checkpoints: CheckpointManager | None = None  # None: no checkpoints are written
-    resumed_from: Checkpoint | None = None
+    resumed_from: Checkpoint | None = None  # None: the run starts at step 0
+    checkpoint_dir: Path | None = None  # where the run's checkpoints go and resume looks
     resume_warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
@@ -131,9 +136,10 @@ def open_session(
 
     ``resume`` (``"latest"`` or a checkpoint path) continues from a checkpoint; one that is
     missing, incomplete, of another model, of changed data, or of another config (unless
-    ``resume_force``) is refused with a :class:`PreflightError` saying why. ``checkpoints``
-    off writes none. Nothing is started (no reward worker, no metrics file) until every check
-    passed.
+    ``resume_force``) is refused with a :class:`PreflightError` saying why. ``"auto"`` is
+    ``"latest"`` when the run has a complete checkpoint, else a start from step 0
+    (``Session.resumed_from`` is None). ``checkpoints`` off writes none. Nothing is started
+    (no reward worker, no metrics file) until every check passed.
     """
     env = os.environ if environ is None else environ
     problems = setup_problems(config) + environment_problems(config, env)
@@ -151,7 +157,10 @@ def open_session(
     skipped: list[str] = []
     if resume is not None:
         try:
-            checkpoint = find_checkpoint(resume, root, skipped=skipped)
+            if str(resume) == AUTO:
+                checkpoint = latest_complete(root, skipped=skipped)
+            else:
+                checkpoint = find_checkpoint(resume, root, skipped=skipped)
         except CheckpointError as exc:
             raise PreflightError([Problem("--resume", str(exc))], "cannot resume") from None
     model = build_model(config, device_for_run())
@@ -184,7 +193,7 @@ def open_session(
         pad_token_id=pad_token_id(processor),
         ref_model=ref_model,
     )
-    return Session(state, runtime, out, rows_checked, manager, checkpoint, warnings)
+    return Session(state, runtime, out, rows_checked, manager, checkpoint, root, warnings)
 
 
 @dataclass
@@ -197,6 +206,8 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     last_metrics: Metrics = field(default_factory=dict)
     checkpoints: list[Path] = field(default_factory=list)  # checkpoints written by this call
+    stopped_by: str | None = None  # the signal that stopped the call before its last step (SIGTERM)
+    last_checkpoint: Path | None = None  # when stopped: the checkpoint of the last finished step, if any
 
 
 def _has_console(rt: Runtime) -> bool:
@@ -275,11 +286,17 @@ def _save(session: Session, summary: RunSummary, *, event: bool = True) -> Path 
     return checkpoint.path
 
 
-def run_loop(session: Session, *, max_steps: int | None = None) -> RunSummary:
+def run_loop(
+    session: Session, *, max_steps: int | None = None, stop: StopRequest | None = None
+) -> RunSummary:
     """Train until ``total_steps`` (or ``max_steps`` more steps); returns what happened.
 
-    Raises :class:`TrainingStopped` when ``algo.max_nan_steps`` steps in a row skipped their
-    update, after saving a checkpoint.
+    ``stop`` is looked at before each step (and before the evaluation before training): once
+    requested, the loop saves a checkpoint of the last finished step (unless it has one
+    already), records a ``stopped`` event and returns with ``stopped_by`` set. A step under way
+    is finished first; when that was the last one, the call simply finishes. Raises
+    :class:`TrainingStopped` when ``algo.max_nan_steps`` steps in a row skipped their update,
+    after saving a checkpoint.
     """
     state, rt = session.state, session.runtime
     config = rt.config
@@ -292,10 +309,12 @@ def run_loop(session: Session, *, max_steps: int | None = None) -> RunSummary:
     for warning in session.resume_warnings:
         summary.warnings.append(warning)
         _event(rt, "resume", warning, state.step, warn=True)
-    if config.eval.before_training and state.step == 0:
+    if config.eval.before_training and state.step == 0 and not (stop is not None and stop.requested):
         rt.tracker.log(0, _evaluate(rt, state, summary))
     box_check = _BoxFrameCheck()
     while state.step < last:
+        if stop is not None and stop.requested:
+            return _stopped(session, summary, stop)
         result = train_step(state, rt)
         summary.steps += 1
         summary.skipped_updates += result.skipped_updates
@@ -336,5 +355,25 @@ def run_loop(session: Session, *, max_steps: int | None = None) -> RunSummary:
         _save(session, summary)  # a call stopped by max_steps can be resumed from where it ended
     rt.tracker.log_event(
         "finished", f"{summary.steps} step(s), {summary.skipped_updates} skipped update(s)", step=state.step
+    )
+    return summary
+
+
+def _stopped(session: Session, summary: RunSummary, stop: StopRequest) -> RunSummary:
+    """End a call stopped by a signal: checkpoint the last finished step, record why, return."""
+    state, rt = session.state, session.runtime
+    summary.stopped_by = stop.name
+    checkpoint: Path | None = None
+    if summary.steps:
+        try:
+            checkpoint = _save(session, summary)
+        except OSError as exc:  # a full disk: the earlier checkpoints are intact (atomic writes)
+            _event(rt, "checkpoint_failed", f"could not save step {state.step}: {exc}", state.step, warn=True)
+    elif session.resumed_from is not None:
+        checkpoint = session.resumed_from.path  # no step since the resume: it is the last one
+    summary.last_checkpoint = checkpoint
+    data = {"signal": stop.name, "checkpoint": str(checkpoint) if checkpoint is not None else None}
+    rt.tracker.log_event(
+        "stopped", f"stopped by {stop.name} after step {state.step}", step=state.step, data=data
     )
     return summary
