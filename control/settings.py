@@ -42,6 +42,8 @@ RAY_AUTH_TOKEN_PATH = env.str("RAY_AUTH_TOKEN_PATH", default="")
 # What the local head offers, for launch checks (./triune up starts it with these).
 TRIUNE_RAY_CPUS = env.float("TRIUNE_RAY_CPUS", default=0.0)
 TRIUNE_RAY_GPUS = env.float("TRIUNE_RAY_GPUS", default=0.0)
+# Seconds a cancelled job has between SIGTERM and SIGKILL (finish the step, checkpoint, flush).
+TRIUNE_JOB_STOP_WAIT_S = env.int("TRIUNE_JOB_STOP_WAIT_S", default=60)
 # Seconds between two reconciliations of active runs with Ray's job states (Celery beat).
 TRIUNE_RECONCILE_SECONDS = env.float("TRIUNE_RECONCILE_SECONDS", default=5.0)
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

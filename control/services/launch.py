@@ -295,6 +295,9 @@ def job_runtime_env(target: ComputeTarget, *, token: str) -> dict:
             "TRIUNE_PLATFORM_URL": settings.PUBLIC_URL,
             "HF_HUB_OFFLINE": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
+            # Ray sends SIGKILL this long after SIGTERM: long enough to finish the step under way,
+            # save a checkpoint and flush the metrics (Ray's default of 3 s is not).
+            "RAY_JOB_STOP_WAIT_TIME_S": str(int(settings.TRIUNE_JOB_STOP_WAIT_S)),
         }
     )
     env["env_vars"] = env_vars

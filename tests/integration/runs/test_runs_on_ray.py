@@ -244,3 +244,52 @@ def test_a_job_ray_no_longer_knows_is_lost_and_resumable(
     assert (resumed["status"], resumed["attempt"], resumed["resumed_from_step"]) == ("queued", 2, None)
     reason = Run.objects.get(pk=run.pk).events.last().reason
     assert "no checkpoint yet, starting from step 0" in reason
+
+
+def _trainer_pids(run_id: int) -> list[int]:
+    """Processes running the trainer of ``run_id`` (found by the run's spec path on their command line)."""
+    import os
+
+    marker = f"/runs/{run_id}/spec.json"
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"python") and any(marker.encode() in a for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_killed_trainer_fails_the_run_and_resume_continues_from_its_checkpoint(
+    platform, project, demo_sources, client_for, user
+):
+    import os
+    import signal
+
+    from control.models import Run
+
+    owner = client_for(user)
+    run = _create(owner, project, [demo_sources["synth_counting"]], total_steps=400)
+    _wait("three steps", lambda: len(_steps(run["id"])) >= 3, run_id=run["id"])
+    pids = _trainer_pids(run["id"])
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    _wait("the run to fail", lambda: _status(run["id"]) == "failed")
+    failed = Run.objects.get(pk=run["id"])
+    assert "the job failed" in failed.error and failed.finished_at is not None
+    killed_at = failed.last_step
+
+    resumed = owner.post(API + f"runs/{run['id']}/resume/").json()
+    assert resumed["attempt"] == 2 and 1 <= resumed["resumed_from_step"] <= killed_at
+    _wait("steps after the kill", lambda: max(_steps(run["id"])) >= killed_at + 2, run_id=run["id"])
+    assert _status(run["id"]) == "running"
+    owner.post(API + f"runs/{run['id']}/cancel/")
+    _wait("the second attempt to be cancelled", lambda: _status(run["id"]) == "cancelled")
+    steps = _steps(run["id"])
+    assert steps == list(range(1, steps[-1] + 1))
+    assert not _trainer_pids(run["id"])
