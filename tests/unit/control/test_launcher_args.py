@@ -1,10 +1,19 @@
-"""``./triune``'s command line: pytest and manage.py options pass through untouched."""
+"""``./triune``'s command line: pytest and manage.py options pass through untouched; ``token``'s options."""
 
 from __future__ import annotations
 
 import pytest
 
-from control.launcher import cmd_manage, cmd_test, cmd_up, parse_command
+from control.launcher import (
+    cmd_manage,
+    cmd_test,
+    cmd_token,
+    cmd_up,
+    parse_command,
+    ray_enabled,
+    ray_jobs_url,
+    token_code,
+)
 
 
 def test_options_after_test_go_to_pytest() -> None:
@@ -36,3 +45,73 @@ def test_bad_command_lines_exit_with_usage(argv: list[str], capsys: pytest.Captu
         parse_command(argv)
     assert exit_info.value.code == 2
     assert "usage: triune" in capsys.readouterr().err
+
+
+def test_token_defaults_to_the_admin_user_and_the_name_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIUNE_ADMIN_USER", raising=False)
+    args = parse_command(["token"])
+    assert (args.func, args.user, args.name) == (cmd_token, "admin", "cli")
+
+
+def test_token_user_comes_from_triune_admin_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIUNE_ADMIN_USER", "root-of-all")
+    assert parse_command(["token"]).user == "root-of-all"
+
+
+def test_token_takes_name_and_user() -> None:
+    args = parse_command(["token", "--name", "ci pipeline", "--user", "bob"])
+    assert (args.func, args.user, args.name) == (cmd_token, "bob", "ci pipeline")
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["token", "--name", ""], "a token name has 1 to 100 characters, got 0"),
+        (["token", "--name", "x" * 101], "a token name has 1 to 100 characters, got 101"),
+        (["token", "--bogus"], "unrecognized arguments: --bogus"),
+        (["token", "--user"], "argument --user: expected one argument"),
+    ],
+)
+def test_bad_token_command_lines_exit_with_usage(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: triune" in err and error in err
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("http://10.0.0.5:8265", "http://10.0.0.5:8265"),
+        ("https://ray.example.org/", "https://ray.example.org"),
+        ("10.0.0.5:8265", "http://10.0.0.5:8265"),
+        (" head.lab:8265 ", "http://head.lab:8265"),
+        ("ray://10.0.0.5:10001", None),
+        ("auto", None),
+    ],
+)
+def test_ray_address_to_jobs_url(address: str, url: str | None) -> None:
+    assert ray_jobs_url(address) == url
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"), [(None, True), ("1", True), ("0", False), ("false", False), ("OFF", False)]
+)
+def test_triune_ray_switches_the_head_off(value: str | None, enabled: bool, monkeypatch) -> None:
+    if value is None:
+        monkeypatch.delenv("TRIUNE_RAY", raising=False)
+    else:
+        monkeypatch.setenv("TRIUNE_RAY", value)
+    assert ray_enabled() is enabled
+
+
+@pytest.mark.parametrize("username", ["admin", "o'brien", 'say "hi"\n', "x\\y"])
+def test_token_code_quotes_the_user_and_name(username: str) -> None:
+    code = token_code(username=username, name="it's mine")
+    namespace: dict = {}
+    exec(compile(code.split("\n", 1)[0], "<token>", "exec"), namespace)  # only the assignment line
+    assert (namespace["USERNAME"], namespace["NAME"]) == (username, "it's mine")
+    compile(code, "<token>", "exec")
