@@ -34,65 +34,95 @@ def _answers(url: str) -> bool:
         return False
 
 
+class RayHead:
+    """A Ray head on loopback in a process group of its own; ``stop`` ends the whole group."""
+
+    def __init__(self, *, num_cpus: int = 2, dashboard_port: int | None = None) -> None:
+        self.temp = Path(tempfile.mkdtemp(prefix="triune-ray-", dir="/tmp"))
+        self.dashboard_port = dashboard_port or _free_port()
+        self.url = f"http://127.0.0.1:{self.dashboard_port}"
+        bin_dir = Path(sys.executable).parent
+        env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT),
+            "HF_HUB_OFFLINE": "1",
+        }
+        self.log = open(self.temp / "head.log", "wb")
+        self.process = subprocess.Popen(
+            [
+                str(bin_dir / "ray"),
+                "start",
+                "--head",
+                "--block",
+                "--port",
+                str(_free_port()),
+                "--node-ip-address",
+                "127.0.0.1",
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--num-cpus",
+                str(num_cpus),
+                "--object-store-memory",
+                str(200 * 1024**2),
+                "--temp-dir",
+                str(self.temp),
+                "--include-dashboard",
+                "true",
+                "--disable-usage-stats",
+                # Ray's fixed default ports (the agent's 52365, ...) would collide with another head.
+                *self._free_ports(),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(f"{self.url}/api/version"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(
+                    "the Ray head did not start:\n" + (self.temp / "head.log").read_text()[-3000:]
+                )
+            time.sleep(0.2)
+
+    @staticmethod
+    def _free_ports() -> list[str]:
+        options = [
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+            "--metrics-export-port",
+            "--ray-client-server-port",
+            "--node-manager-port",
+            "--object-manager-port",
+        ]
+        return [part for option in options for part in (option, str(_free_port()))]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def ray_head():
-    """A Ray head of this test session on loopback (2 CPUs), stopped by its process group."""
-    temp = Path(tempfile.mkdtemp(prefix="triune-ray-", dir="/tmp"))
-    gcs, dashboard = _free_port(), _free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = open(temp / "head.log", "wb")
-    process = subprocess.Popen(
-        [
-            str(bin_dir / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--port",
-            str(gcs),
-            "--node-ip-address",
-            "127.0.0.1",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--dashboard-port",
-            str(dashboard),
-            "--num-cpus",
-            "2",
-            "--object-store-memory",
-            str(200 * 1024**2),
-            "--temp-dir",
-            str(temp),
-            "--include-dashboard",
-            "true",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not _answers(f"{url}/api/version"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise RuntimeError("the Ray head did not start:\n" + (temp / "head.log").read_text()[-3000:])
-        time.sleep(0.2)
-    yield SimpleNamespace(url=url, temp=temp, process=process)
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    log.close()
+    """A Ray head of this test session on loopback (2 CPUs)."""
+    head = RayHead(num_cpus=2)
+    yield head
+    head.stop()
 
 
 @pytest.fixture

@@ -293,3 +293,43 @@ def test_a_killed_trainer_fails_the_run_and_resume_continues_from_its_checkpoint
     steps = _steps(run["id"])
     assert steps == list(range(1, steps[-1] + 1))
     assert not _trainer_pids(run["id"])
+
+
+def test_a_restarted_ray_head_loses_the_run_and_resume_continues_on_the_new_head(
+    platform, project, demo_sources, client_for, user
+):
+    import os
+    import signal
+
+    from control.models import ComputeTarget, Run
+    from tests.integration.runs.conftest import RayHead
+
+    owner = client_for(user)
+    head = RayHead(num_cpus=1)
+    run = None
+    try:
+        ComputeTarget.objects.create(name="flaky", address=head.url)
+        run = _create(owner, project, [demo_sources["synth_ocr"]], total_steps=400, compute_target="flaky")
+        _wait("three steps", lambda: len(_steps(run["id"])) >= 3, run_id=run["id"])
+        # The head dies with everything on its node, and comes back empty on the same address.
+        head.stop(signal.SIGKILL)
+        for pid in _trainer_pids(run["id"]):
+            os.kill(pid, signal.SIGKILL)
+        head = RayHead(num_cpus=1, dashboard_port=head.dashboard_port)
+        _wait("the run to be lost", lambda: _status(run["id"]) == "lost")
+        lost = Run.objects.get(pk=run["id"])
+        assert "no longer knows job" in lost.error
+        before = lost.last_step
+
+        resumed = owner.post(API + f"runs/{run['id']}/resume/").json()
+        assert resumed["attempt"] == 2 and 1 <= resumed["resumed_from_step"] <= before
+        _wait("steps on the new head", lambda: max(_steps(run["id"])) >= before + 2, run_id=run["id"])
+        owner.post(API + f"runs/{run['id']}/cancel/")
+        _wait("the run to be cancelled", lambda: _status(run["id"]) == "cancelled")
+        steps = _steps(run["id"])
+        assert steps == list(range(1, steps[-1] + 1))
+    finally:
+        if run is not None:
+            for pid in _trainer_pids(run["id"]):
+                os.kill(pid, signal.SIGKILL)
+        head.stop()
