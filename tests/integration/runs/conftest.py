@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -35,86 +32,37 @@ def _answers(url: str) -> bool:
 
 
 class RayHead:
-    """A Ray head on loopback in a process group of its own; ``stop`` ends the whole group."""
+    """The platform's embedded Ray head (token authentication, loopback only) in a folder of its own."""
 
-    def __init__(self, *, num_cpus: int = 2, dashboard_port: int | None = None) -> None:
-        self.temp = Path(tempfile.mkdtemp(prefix="triune-ray-", dir="/tmp"))
-        self.dashboard_port = dashboard_port or _free_port()
-        self.url = f"http://127.0.0.1:{self.dashboard_port}"
-        bin_dir = Path(sys.executable).parent
-        env = {
-            **os.environ,
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(ROOT),
-            "HF_HUB_OFFLINE": "1",
-        }
-        self.log = open(self.temp / "head.log", "wb")
-        self.process = subprocess.Popen(
-            [
-                str(bin_dir / "ray"),
-                "start",
-                "--head",
-                "--block",
-                "--port",
-                str(_free_port()),
-                "--node-ip-address",
-                "127.0.0.1",
-                "--dashboard-host",
-                "127.0.0.1",
-                "--dashboard-port",
-                str(self.dashboard_port),
-                "--num-cpus",
-                str(num_cpus),
-                "--object-store-memory",
-                str(200 * 1024**2),
-                "--temp-dir",
-                str(self.temp),
-                "--include-dashboard",
-                "true",
-                "--disable-usage-stats",
-                # Ray's fixed default ports (the agent's 52365, ...) would collide with another head.
-                *self._free_ports(),
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
+    def __init__(self, *, num_cpus: int = 2, dashboard_port: int | None = None, folder: Path | None = None):
+        from control.embedded import EmbeddedRay
+
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="triune-ray-", dir="/tmp"))
+        self.head = EmbeddedRay(
+            data_dir=self.folder, num_cpus=num_cpus, num_gpus=0, dashboard_port=dashboard_port or _free_port()
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(f"{self.url}/api/version"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
-                raise RuntimeError(
-                    "the Ray head did not start:\n" + (self.temp / "head.log").read_text()[-3000:]
-                )
-            time.sleep(0.2)
+        self.url = self.head.start()
+        self.dashboard_port = self.head.ports["dashboard"]
+        self.token_path = self.head.token_path
+        self.headers = {"Authorization": f"Bearer {self.head.token()}"}
 
-    @staticmethod
-    def _free_ports() -> list[str]:
-        options = [
-            "--dashboard-agent-listen-port",
-            "--dashboard-agent-grpc-port",
-            "--runtime-env-agent-port",
-            "--metrics-export-port",
-            "--ray-client-server-port",
-            "--node-manager-port",
-            "--object-manager-port",
-        ]
-        return [part for option in options for part in (option, str(_free_port()))]
+    def kill(self) -> None:
+        """The node dies: SIGKILL to every process of the head, its jobs included."""
+        for pid in self.head.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.head.stop()
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self.log.close()
+    def restart(self) -> RayHead:
+        """A new, empty head on the same address and token."""
+        return RayHead(
+            num_cpus=int(self.head.num_cpus), dashboard_port=self.dashboard_port, folder=self.folder
+        )
+
+    def stop(self) -> None:
+        self.head.stop()
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +95,7 @@ def celery_worker_queue():
 def platform(ray_head, live_server, settings, storage_root, celery_worker_queue):
     """The platform as a job sees it: its URL, the local target on the test's Ray head, storage."""
     settings.TRIUNE_RAY_JOBS_URL = ray_head.url
+    settings.RAY_AUTH_TOKEN_PATH = str(ray_head.token_path)
     settings.PUBLIC_URL = live_server.url
     settings.ALLOWED_HOSTS = ["*"]
     return SimpleNamespace(url=live_server.url, ray=ray_head, storage=storage_root)

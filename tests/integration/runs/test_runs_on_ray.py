@@ -207,7 +207,7 @@ def test_a_repeated_submission_makes_exactly_one_ray_job(platform, project, demo
     Run.objects.filter(pk=run.pk).update(config=FAST, attempt=1)
     run = run_transition(run=run.pk, to="queued", reason="launched")
     # What the killed worker did before it died: Ray has the job, the run is still queued.
-    target = ray_jobs.RayTarget.create(platform.ray.url)
+    target = ray_jobs.RayTarget.create(platform.ray.url, platform.ray.head.token())
     assert ray_jobs.submit(
         target,
         submission_id=submission_id(run),
@@ -220,9 +220,8 @@ def test_a_repeated_submission_makes_exactly_one_ray_job(platform, project, demo
     again = run_submit(run_id=run.pk)
     assert again.status == "submitted"
     assert "by an earlier try" in again.events.last().reason
-    jobs = [
-        j for j in JobSubmissionClient(platform.ray.url).list_jobs() if j.submission_id == submission_id(run)
-    ]
+    client = JobSubmissionClient(platform.ray.url, headers=platform.ray.headers)
+    jobs = [j for j in client.list_jobs() if j.submission_id == submission_id(run)]
     assert len(jobs) == 1
     # The redelivered task is a no-op once the run is submitted.
     assert run_submit(run_id=run.pk).status == "submitted"
@@ -296,7 +295,7 @@ def test_a_killed_trainer_fails_the_run_and_resume_continues_from_its_checkpoint
 
 
 def test_a_restarted_ray_head_loses_the_run_and_resume_continues_on_the_new_head(
-    platform, project, demo_sources, client_for, user
+    platform, project, demo_sources, client_for, user, monkeypatch
 ):
     import os
     import signal
@@ -308,14 +307,14 @@ def test_a_restarted_ray_head_loses_the_run_and_resume_continues_on_the_new_head
     head = RayHead(num_cpus=1)
     run = None
     try:
-        ComputeTarget.objects.create(name="flaky", address=head.url)
+        monkeypatch.setenv("FLAKY_RAY_TOKEN", head.head.token())
+        ComputeTarget.objects.create(name="flaky", address=head.url, auth_token_env="FLAKY_RAY_TOKEN")
         run = _create(owner, project, [demo_sources["synth_ocr"]], total_steps=400, compute_target="flaky")
         _wait("three steps", lambda: len(_steps(run["id"])) >= 3, run_id=run["id"])
         # The head dies with everything on its node, and comes back empty on the same address.
-        head.stop(signal.SIGKILL)
-        for pid in _trainer_pids(run["id"]):
-            os.kill(pid, signal.SIGKILL)
-        head = RayHead(num_cpus=1, dashboard_port=head.dashboard_port)
+        head.kill()
+        assert not _trainer_pids(run["id"])
+        head = head.restart()
         _wait("the run to be lost", lambda: _status(run["id"]) == "lost")
         lost = Run.objects.get(pk=run["id"])
         assert "no longer knows job" in lost.error
