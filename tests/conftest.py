@@ -220,3 +220,24 @@ def demo_sources(db, project, storage_root, synth_files):
         project=project, user=project.created_by, name="synthetic", description="", files=files
     )
     return {source.name: source for source in outcome.version.sources.all()}
+
+
+@pytest.fixture
+def celery_worker_queue():
+    """A real Celery worker (solo pool, in a thread) on a queue of this test's own."""
+    import uuid
+    from types import SimpleNamespace
+
+    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the start-up check
+    from celery.contrib.testing.worker import start_worker
+
+    from control.celery import app
+
+    queue = f"triune-test-{uuid.uuid4().hex}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        with start_worker(app, pool="solo", concurrency=1, queues=[queue], loglevel="WARNING") as worker:
+            yield SimpleNamespace(app=app, queue=queue, worker=worker)
+    finally:
+        app.conf.task_default_queue = previous

@@ -65,12 +65,9 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture
-def storage(settings, tmp_path):
+def storage(storage_root):
     """Storage in a temporary directory, so uploads never touch the installation's data."""
-    root = tmp_path / "storage"
-    root.mkdir()
-    settings.STORAGE_URL = root.as_uri()
-    return root
+    return storage_root
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -22,20 +21,8 @@ WAIT = 30  # seconds a task may take before the test fails (a cold worker on a b
 
 
 @pytest.fixture
-def worker():
-    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the start-up check
-    from celery.contrib.testing.worker import start_worker
-
-    from control.celery import app
-
-    queue = f"triune-test-{uuid.uuid4().hex}"
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    try:
-        with start_worker(app, pool="solo", concurrency=1, queues=[queue], loglevel="WARNING") as started:
-            yield SimpleNamespace(app=app, queue=queue, worker=started)
-    finally:
-        app.conf.task_default_queue = previous
+def worker(celery_worker_queue):
+    return celery_worker_queue
 
 
 @pytest.fixture

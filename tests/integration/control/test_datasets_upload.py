@@ -24,11 +24,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def storage(settings, tmp_path):
-    root = tmp_path / "storage"
-    root.mkdir()
-    settings.STORAGE_URL = root.as_uri()
-    return root
+def storage(storage_root):
+    return storage_root
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import signal
 import socket
 import tempfile
 import urllib.request
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,24 +70,6 @@ def ray_head():
     head = RayHead(num_cpus=2)
     yield head
     head.stop()
-
-
-@pytest.fixture
-def celery_worker_queue():
-    """A real Celery worker (solo pool, in a thread) on a queue of this test's own."""
-    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the start-up check
-    from celery.contrib.testing.worker import start_worker
-
-    from control.celery import app
-
-    queue = f"triune-test-{uuid.uuid4().hex}"
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    try:
-        with start_worker(app, pool="solo", concurrency=1, queues=[queue], loglevel="WARNING") as worker:
-            yield SimpleNamespace(app=app, queue=queue, worker=worker)
-    finally:
-        app.conf.task_default_queue = previous
 
 
 @pytest.fixture
