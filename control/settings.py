@@ -48,6 +48,8 @@ TRIUNE_JOB_STOP_WAIT_S = env.int("TRIUNE_JOB_STOP_WAIT_S", default=60)
 TRIUNE_RECONCILE_SECONDS = env.float("TRIUNE_RECONCILE_SECONDS", default=5.0)
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000")
+# The platform's address as training jobs reach it (a Ray cluster may need another route to it).
+TRIUNE_JOB_PLATFORM_URL = env.str("TRIUNE_JOB_PLATFORM_URL", default=PUBLIC_URL)
 
 INSTALLED_APPS = [
     "daphne",

@@ -237,7 +237,9 @@ def run_launch_check(run: Run):
     if fields:
         raise LaunchError(_summary(fields), fields=fields)
     try:
-        build_run_spec(config, run_id=str(run.pk), platform_url=settings.PUBLIC_URL, check_model=False)
+        build_run_spec(
+            config, run_id=str(run.pk), platform_url=settings.TRIUNE_JOB_PLATFORM_URL, check_model=False
+        )
     except ConfigError as exc:
         fields = _config_problems_to_fields(exc.problems)
         raise LaunchError(_summary(fields), fields=fields) from None
@@ -264,7 +266,9 @@ def run_spec_write(run: Run, config) -> str:
     """Write the run spec under the run's folder (atomically) and return its URI."""
     from trainer.config import build_run_spec
 
-    spec = build_run_spec(config, run_id=str(run.pk), platform_url=settings.PUBLIC_URL, check_model=False)
+    spec = build_run_spec(
+        config, run_id=str(run.pk), platform_url=settings.TRIUNE_JOB_PLATFORM_URL, check_model=False
+    )
     fs, _ = storage()
     folder = run_folder(run)
     fs.makedirs(folder, exist_ok=True)
@@ -292,7 +296,7 @@ def job_runtime_env(target: ComputeTarget, *, token: str) -> dict:
     env_vars.update(
         {
             RUN_TOKEN_ENV: token,
-            "TRIUNE_PLATFORM_URL": settings.PUBLIC_URL,
+            "TRIUNE_PLATFORM_URL": settings.TRIUNE_JOB_PLATFORM_URL,
             "HF_HUB_OFFLINE": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
             # Ray sends SIGKILL this long after SIGTERM: long enough to finish the step under way,

@@ -78,5 +78,6 @@ def platform(ray_head, live_server, settings, storage_root, celery_worker_queue)
     settings.TRIUNE_RAY_JOBS_URL = ray_head.url
     settings.RAY_AUTH_TOKEN_PATH = str(ray_head.token_path)
     settings.PUBLIC_URL = live_server.url
+    settings.TRIUNE_JOB_PLATFORM_URL = live_server.url
     settings.ALLOWED_HOSTS = ["*"]
     return SimpleNamespace(url=live_server.url, ray=ray_head, storage=storage_root)
