@@ -57,6 +57,7 @@
     ws.onmessage = function (event) {
       const msg = JSON.parse(event.data);
       if (msg.type === "metrics.points") addPoints(msg.points);
+      if (msg.type === "run.status") showStatus(msg.run);
       if (msg.type === "alerts.fired") {
         const div = document.createElement("div");
         div.className = "msg error";
@@ -69,6 +70,12 @@
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 10000);
     };
+  }
+  function showStatus(run) {
+    const badge = document.getElementById("run-status");
+    badge.className = "status " + run.status;
+    badge.textContent = run.status + (run.attempt > 1 ? " (attempt " + run.attempt + ")" : "");
+    badge.title = run.error || "";
   }
   connect();
 })();
