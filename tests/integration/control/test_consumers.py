@@ -243,3 +243,27 @@ async def test_every_watcher_of_a_run_receives_the_points(layer, run, user, view
         expected = {"type": "metrics.points", "points": [{"step": 1, "key": "k", "source": "", "value": 1.0}]}
         assert await first.receive() == expected
         assert await second.receive() == expected
+
+
+async def test_a_member_sees_each_state_change_of_the_run(layer, run, user, cookie_for):
+    from control.services.run_lifecycle import run_transition
+
+    def launch_and_submit():
+        run_transition(run=run, to="queued", reason="launched", attempt=1)
+        run_transition(run=run, to="submitted", reason="sent", ray_submission_id="job")
+
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        assert socket.connected
+        await database_sync_to_async(launch_and_submit)()
+        first, second = await socket.receive(), await socket.receive()
+    assert first["type"] == second["type"] == "run.status"
+    assert (first["run"]["status"], second["run"]["status"]) == ("queued", "submitted")
+    assert second["run"] == {
+        "id": run.pk,
+        "status": "submitted",
+        "attempt": 1,
+        "last_step": -1,
+        "total_steps": 10,
+        "resumed_from_step": None,
+        "error": "",
+    }
