@@ -61,7 +61,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 @admin.register(models.ComputeTarget)
 class ComputeTargetAdmin(admin.ModelAdmin):
+    """Read-only here: changes go through /api/v1/compute-targets/, which checks them."""
+
     list_display = ["name", "address", "enabled", "created_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(models.RunEvent)
