@@ -116,7 +116,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 gives every socket a 5 s read timeout, exactly how long channels_redis blocks
+            # waiting for a message: without a longer one, an idle websocket dies after 5 s.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
             "capacity": 1000,
             "expiry": 30,
             "prefix": env.str("TRIUNE_CHANNEL_PREFIX", default="triune"),

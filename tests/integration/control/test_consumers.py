@@ -267,3 +267,24 @@ async def test_a_member_sees_each_state_change_of_the_run(layer, run, user, cook
         "resumed_from_step": None,
         "error": "",
     }
+
+
+async def test_the_channel_layer_waits_for_messages_longer_than_a_socket_read_timeout(settings):
+    """An idle websocket must survive: receive() blocks in Redis until a message comes."""
+    import asyncio
+
+    from channels_redis.core import RedisChannelLayer
+
+    config = dict(settings.CHANNEL_LAYERS["default"]["CONFIG"], prefix=f"test-{uuid.uuid4().hex}")
+    layer = RedisChannelLayer(**config)
+    channel = await layer.new_channel()
+    try:
+        # Nothing arrives: our own 7 s limit ends the wait, not a Redis read timeout at 5 s.
+        with pytest.raises(asyncio.TimeoutError) as caught:
+            await asyncio.wait_for(layer.receive(channel), 7)
+        assert type(caught.value) is asyncio.TimeoutError
+        await layer.send(channel, {"type": "hello"})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "hello"}
+    finally:
+        await layer.flush()
+        await layer.close_pools()
