@@ -187,6 +187,25 @@ def run_config_data(run: Run) -> dict[str, Any]:
     return data
 
 
+def preset_defaults(preset: str) -> dict[str, Any]:
+    """The preset's whole config with the schema's defaults filled in, as JSON values.
+
+    What a run's ``config`` overrides start from: the launch form shows these and keeps only
+    the fields that differ. Placeholders (``<path/to/...>``) are left in; the launch check names them.
+    """
+    from trainer.config import ConfigError, config_from_dict, known_presets
+    from trainer.config.loader import read_config_data
+
+    if preset not in known_presets():
+        # A name only: read_config_data would also open a file path.
+        message = f"preset must be one of {', '.join(known_presets())}, got {preset[:100]!r}"
+        raise LaunchError(message, fields={"preset": [message]})
+    try:
+        return config_from_dict(read_config_data(preset), preset).model_dump(mode="json")
+    except ConfigError as exc:
+        raise LaunchError(str(exc), fields={"preset": [str(exc)]}) from None
+
+
 def run_train_config(run: Run):
     """The validated trainer config of ``run``; :class:`LaunchError` names every problem."""
     from trainer.config import ConfigError, config_from_dict
