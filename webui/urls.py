@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webui import data_views, launch_views, views
+from webui import data_views, launch_views, runs_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -16,6 +16,8 @@ urlpatterns = [
     path("sources/<int:source_id>/", data_views.source_page, name="source"),
     path("sources/<int:source_id>/edit/", data_views.source_edit, name="source-edit"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("projects/<int:project_id>/runs/", runs_views.runs_page, name="runs"),
+    path("projects/<int:project_id>/runs/compare/", runs_views.runs_compare, name="runs-compare"),
     path("projects/<int:project_id>/runs/new/", launch_views.run_new_page, name="run-new"),
     path("runs/<int:run_id>/clone/", launch_views.run_clone_page, name="run-clone"),
 ]

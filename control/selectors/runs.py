@@ -60,3 +60,30 @@ def run_progress(*, run: Run) -> dict:
         if times:
             eta = round(sum(times) / len(times) * (total - done), 1)
     return {"step": done, "total": total, "fraction": round(fraction, 4), "eta_seconds": eta}
+
+
+SPARK_KEY = "reward/final"
+
+
+def runs_recent_values(*, run_ids: list[int], key: str = SPARK_KEY, last: int = 40) -> dict[int, list[float]]:
+    """The last ``last`` values of a global metric per run (oldest first), in one query: sparklines."""
+    if not run_ids:
+        return {}
+    from django.db import connection
+
+    sql = """
+        SELECT run_id, value FROM (
+            SELECT run_id, step, value,
+                   row_number() OVER (PARTITION BY run_id ORDER BY step DESC) AS back
+            FROM control_metricpoint
+            WHERE run_id = ANY(%s) AND key = %s AND source = '' AND value IS NOT NULL
+        ) recent
+        WHERE back <= %s
+        ORDER BY run_id, step
+    """
+    out: dict[int, list[float]] = {run_id: [] for run_id in run_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(run_ids), key, last])
+        for run_id, value in cursor.fetchall():
+            out[run_id].append(value)
+    return out
