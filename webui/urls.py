@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webui import data_views, launch_views, runs_views, views
+from webui import alert_views, data_views, launch_views, runs_views, token_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,4 +20,17 @@ urlpatterns = [
     path("projects/<int:project_id>/runs/compare/", runs_views.runs_compare, name="runs-compare"),
     path("projects/<int:project_id>/runs/new/", launch_views.run_new_page, name="run-new"),
     path("runs/<int:run_id>/clone/", launch_views.run_clone_page, name="run-clone"),
+    path("projects/<int:project_id>/alerts/", alert_views.alerts_page, name="alerts"),
+    path(
+        "projects/<int:project_id>/alerts/<int:alert_id>/acknowledge/",
+        alert_views.alert_acknowledge_view,
+        name="alert-acknowledge",
+    ),
+    path(
+        "projects/<int:project_id>/alerts/<int:alert_id>/resolve/",
+        alert_views.alert_resolve_view,
+        name="alert-resolve",
+    ),
+    path("tokens/", token_views.tokens_page, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", token_views.token_revoke, name="token-revoke"),
 ]
