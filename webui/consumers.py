@@ -10,7 +10,9 @@ from control.models import Run
 from control.selectors.projects import object_get_for_user
 from control.selectors.runs import metric_points_after
 
-CATCH_UP_LIMIT = 20_000
+# Points in one catch-up frame at most (~70 bytes each as JSON, so ~350 kB): a page that was away
+# longer gets the first complete steps here and reads the rest from the downsampled series API.
+CATCH_UP_LIMIT = 5_000
 
 
 @database_sync_to_async
@@ -22,17 +24,32 @@ def _run_for(user, run_id: int) -> Run | None:
 
 
 @database_sync_to_async
-def _points_after(run: Run, step: int) -> list[dict]:
+def _points_after(run: Run, step: int) -> tuple[list[dict], int | None]:
+    """The points after ``step``, at most CATCH_UP_LIMIT, in whole steps; and the step they end at
+    when more points follow (None when these are all).
+
+    One point past the limit is read to know whether more follow; the step it belongs to is
+    left out entirely, so a page never draws half a step and then asks after it.
+    """
     qs = metric_points_after(run=run, step=step).values("step", "key", "source", "value")
-    return list(qs[:CATCH_UP_LIMIT])
+    points = list(qs[: CATCH_UP_LIMIT + 1])
+    if len(points) <= CATCH_UP_LIMIT:
+        return points, None
+    cut = points[CATCH_UP_LIMIT]["step"]
+    return [p for p in points[:CATCH_UP_LIMIT] if p["step"] < cut], cut - 1
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):
     """Live metrics of one run.
 
-    Events sent: ``metrics.points`` (new points) and ``alerts.fired``. The page sends
-    ``{"type": "catch_up", "after_step": N}`` on (re)connect and receives every point
-    after its last step, so no gap appears.
+    Events sent: ``metrics.points`` (new points), ``run.status`` and ``alerts.fired``. A page
+    loads its history from the series API up to step S, connects, and sends
+    ``{"type": "catch_up", "after_step": S}``; it receives the points after S in one frame
+    ``{"type": "metrics.points", "points": [...], "catch_up": true, "more": false}``, so no gap
+    appears between its history and the live points. A frame never holds more than
+    CATCH_UP_LIMIT points: when more follow, it holds the whole steps up to K and says
+    ``"more": true, "through_step": K``, and the page reads the steps after K from the series
+    API (downsampled) instead.
     """
 
     async def connect(self) -> None:
@@ -69,8 +86,11 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(after, int) or isinstance(after, bool):
             await self.send_json({"type": "error", "message": "after_step must be an integer"})
             return
-        points = await _points_after(self.run, after)
-        await self.send_json({"type": "metrics.points", "points": points, "catch_up": True})
+        points, through = await _points_after(self.run, after)
+        frame = {"type": "metrics.points", "points": points, "catch_up": True, "more": through is not None}
+        if through is not None:
+            frame["through_step"] = through
+        await self.send_json(frame)
 
     async def metrics_points(self, event: dict) -> None:
         await self.send_json({"type": "metrics.points", "points": event["points"]})

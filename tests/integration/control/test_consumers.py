@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -181,6 +182,7 @@ async def test_catch_up_sends_the_points_after_a_step(
         await socket.send({"type": "catch_up", "after_step": after_step})
         message = await socket.receive()
     assert message["type"] == "metrics.points" and message["catch_up"] is True
+    assert message["more"] is False and "through_step" not in message
     assert [p["step"] for p in message["points"]] == steps
     assert [p["value"] for p in message["points"]] == [s / 4 for s in steps]
 
@@ -190,6 +192,69 @@ async def test_catch_up_without_a_step_sends_everything(layer, run, user, cookie
     async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
         await socket.send({"type": "catch_up"})
         assert [p["step"] for p in (await socket.receive())["points"]] == [0, 1]
+
+
+def _ingest_many(run, points: list[tuple]) -> None:
+    """Ingest through the service 10,000 points a call (its limit per batch)."""
+    from control.services.metrics import PointIn, metric_points_ingest
+
+    batch = [PointIn(step=s, key=k, source=src, value=v) for s, k, src, v in points]
+    for i in range(0, len(batch), 10_000):
+        metric_points_ingest(run=run, points=batch[i : i + 10_000])
+
+
+async def test_a_long_catch_up_comes_in_frames_of_at_most_5000_points_in_whole_steps(
+    layer, run, user, cookie_for
+):
+    # 1,200 steps of 10 series: 12,000 points. Frames end on a step boundary: 5,000 points are
+    # steps 0-499 (500 steps x 10), the next 5,000 steps 500-999, the last 2,000 steps 1000-1199.
+    sources = [f"s{i}" for i in range(5)]
+    points = [
+        (step, key, source, step + i / 10)
+        for step in range(1200)
+        for key in ("reward/final", "count")
+        for i, source in enumerate(sources)
+    ]
+    await database_sync_to_async(_ingest_many)(run, points)
+    frames = []
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        after = -1
+        while True:
+            await socket.send({"type": "catch_up", "after_step": after})
+            raw = await socket.communicator.receive_from(timeout=WAIT)
+            frames.append((len(raw), json.loads(raw)))
+            if not frames[-1][1]["more"]:
+                break
+            after = frames[-1][1]["through_step"]
+    first = frames[0][1]
+    assert (len(first["points"]), first["more"], first["through_step"]) == (5000, True, 499)
+    assert [(len(f["points"]), f["more"], f.get("through_step")) for _, f in frames] == [
+        (5000, True, 499),
+        (5000, True, 999),
+        (2000, False, None),
+    ]
+    assert max(size for size, _ in frames) < 400_000  # bytes: ~70 a point, never the whole run
+    received = [(p["step"], p["key"], p["source"], p["value"]) for _, f in frames for p in f["points"]]
+    assert sorted(received) == sorted(points)  # every point once: no gap, no overlap
+
+
+async def test_a_step_larger_than_a_frame_is_left_to_the_series_api(layer, run, user, cookie_for):
+    # Steps 0-1 hold 2 points each; step 2 alone holds 6,000 (more than a frame): the first frame
+    # ends before it, and a catch-up after step 1 sends no point but says more from step 2 on.
+    small = [(s, "reward/final", src, 1.0) for s in (0, 1) for src in ("a", "b")]
+    large = [(2, f"grad_norm/language.{i}", "", float(i)) for i in range(6000)]
+    await database_sync_to_async(_ingest_many)(run, small + large)
+    async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
+        await socket.send({"type": "catch_up", "after_step": -1})
+        first = await socket.receive()
+        await socket.send({"type": "catch_up", "after_step": first["through_step"]})
+        second = await socket.receive()
+        await socket.send({"type": "catch_up", "after_step": 2})
+        third = await socket.receive()
+    first_steps = [p["step"] for p in first["points"]]
+    assert (first_steps, first["more"], first["through_step"]) == ([0, 0, 1, 1], True, 1)
+    assert (second["points"], second["more"], second["through_step"]) == ([], True, 1)
+    assert (third["points"], third["more"]) == ([], False)
 
 
 @pytest.mark.parametrize(
