@@ -7,6 +7,23 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "pw-for-tests-123"
 
 
+def in_server_thread(function, **kwargs):
+    """Call ``function`` in a new thread (with its own database connection) and wait for it."""
+    import threading
+
+    from django.db import connection
+
+    def call():
+        try:
+            function(**kwargs)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+
+
 def test_login_create_project_and_switch(page, live_server_url, make_user):
     make_user("erin", password=PASSWORD)
     page.goto(live_server_url + "/")
@@ -45,9 +62,13 @@ def test_run_page_streams_metrics_live_and_catches_up(
     chart = page.locator('.chart[data-key="reward/accuracy"]')
     chart.wait_for()
 
-    # A point ingested while the page is open arrives over the websocket.
-    metric_points_ingest(
-        run=run, points=[PointIn(step=1, key="reward/accuracy", value=0.4, source="synth_math")]
+    # A point ingested while the page is open arrives over the websocket. The ingest runs in a
+    # thread of its own, as in a web server: this one runs Playwright's event loop, and the
+    # broadcast after commit cannot be sent from a thread with a running loop.
+    in_server_thread(
+        metric_points_ingest,
+        run=run,
+        points=[PointIn(step=1, key="reward/accuracy", value=0.4, source="synth_math")],
     )
     page.locator("#last-step", has_text="1").wait_for()
     xs = page.evaluate("() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].x")
