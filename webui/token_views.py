@@ -24,6 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from control.models import ApiToken
+from control.selectors.tokens import personal_tokens
 from control.services.tokens import RAW_TOKEN_PREFIX, api_token_create, api_token_revoke
 
 TOKENS_PER_PAGE = 50
@@ -48,7 +49,7 @@ class TokenCreateForm(forms.Form):
 
 def _personal_tokens(request: HttpRequest) -> QuerySet[ApiToken]:
     # The same rows as GET /api/v1/tokens/ (control/api/tokens.py): the user's own, not run-scoped.
-    return ApiToken.objects.filter(user=request.user, run__isnull=True).order_by("-created_at", "-id")
+    return personal_tokens(user=request.user)
 
 
 def _new_form_id(request: HttpRequest) -> str:

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from control.api.base import ProjectApi, StrictSerializer, paginated
 from control.errors import NotFound
 from control.models import ApiToken
+from control.selectors.tokens import personal_token_get, personal_tokens
 from control.services.tokens import api_token_create, api_token_revoke
 
 
@@ -37,7 +38,7 @@ class TokenInput(StrictSerializer):
 class TokenListCreateApi(ProjectApi):
     @extend_schema(responses=TokenOutput(many=True))
     def get(self, request):
-        qs = ApiToken.objects.filter(user=request.user, run__isnull=True)
+        qs = personal_tokens(user=request.user)
         return paginated(self, qs, TokenOutput)
 
     @extend_schema(request=TokenInput, responses={201: TokenCreatedOutput})
@@ -53,7 +54,7 @@ class TokenListCreateApi(ProjectApi):
 class TokenDetailApi(ProjectApi):
     @extend_schema(responses={204: None})
     def delete(self, request, token_id: int):
-        token = ApiToken.objects.filter(user=request.user, pk=token_id, run__isnull=True).first()
+        token = personal_token_get(user=request.user, token_id=token_id)
         if token is None:
             raise NotFound(f"token {token_id} does not exist or is not yours")
         api_token_revoke(token=token)
