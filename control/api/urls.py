@@ -1,6 +1,18 @@
 from django.urls import path
 
-from control.api import alerts, compute, data, metrics, projects, run_outputs, runs, samples, tokens, uploads
+from control.api import (
+    alerts,
+    compute,
+    data,
+    metrics,
+    projects,
+    run_outputs,
+    runs,
+    samples,
+    series,
+    tokens,
+    uploads,
+)
 
 app_name = "api"
 
@@ -49,6 +61,8 @@ urlpatterns = [
     path("compute-targets/", compute.ComputeTargetListCreateApi.as_view(), name="compute-targets"),
     path("compute-targets/<int:target_id>/", compute.ComputeTargetDetailApi.as_view(), name="compute-target"),
     path("runs/<int:run_id>/metrics/", metrics.RunMetricsApi.as_view(), name="run-metrics"),
+    path("runs/<int:run_id>/series/", series.RunSeriesApi.as_view(), name="run-series"),
+    path("series/", series.SeriesCompareApi.as_view(), name="series"),
     path("alert-rules/", alerts.AlertRuleListCreateApi.as_view(), name="alert-rules"),
     path("alert-rules/<int:rule_id>/", alerts.AlertRuleDetailApi.as_view(), name="alert-rule"),
     path("alerts/", alerts.AlertListApi.as_view(), name="alerts"),

@@ -121,6 +121,9 @@ ENDPOINTS = [
     Endpoint("get", "runs/{run}/artifacts/", 200),
     Endpoint("get", "runs/{run}/artifacts/{artifact}/download/", None),
     Endpoint("get", "runs/{run}/metrics/", 200),
+    # Series reads need keys= (and runs=): the owner, viewers and strangers are served in test_api_series.
+    Endpoint("get", "runs/{run}/series/", None),
+    Endpoint("get", "series/", None),
     Endpoint(
         "post",
         "runs/{run}/metrics/",
