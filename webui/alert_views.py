@@ -19,12 +19,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from control.errors import DomainError, NotFound
+from control.errors import DomainError
 from control.models import Alert, Project
 from control.selectors.alerts import alerts_list
-from control.selectors.projects import membership_get, project_get_for_user
 from control.selectors.runs import runs_list
 from control.services.alerts import alert_acknowledge, alert_resolve
+from webui.access import can_write, project_or_404
 
 ALERTS_PER_PAGE = 50
 MAX_RUN_CHOICES = 200  # runs offered by the run filter, newest first
@@ -38,22 +38,10 @@ class AlertFilterForm(forms.Form):
     run = forms.IntegerField(min_value=1, required=False)
 
 
-def _project_or_404(request: HttpRequest, project_id: int) -> Project:
-    try:
-        return project_get_for_user(user=request.user, project_id=project_id)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
-
-
-def _can_write(request: HttpRequest, project: Project) -> bool:
-    membership = membership_get(user=request.user, project=project)
-    return membership is not None and membership.can_write
-
-
 @require_GET
 @login_required
 def alerts_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project_or_404(request, project_id)
+    project = project_or_404(request, project_id)
     form = AlertFilterForm(request.GET)
     form.is_valid()  # a field that does not validate is left out of cleaned_data, hence not applied
     filters = form.cleaned_data
@@ -74,7 +62,7 @@ def alerts_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "form": form,
         "page": Paginator(alerts, ALERTS_PER_PAGE).get_page(request.GET.get("page")),
         "runs": runs,
-        "can_write": _can_write(request, project),
+        "can_write": can_write(request, project),
         "filtered": any(filters.get(k) for k in ("state", "run")),
         "back": request.GET.urlencode(),
     }
@@ -96,11 +84,11 @@ def _back_to_list(request: HttpRequest, project: Project) -> HttpResponse:
 def _change(
     request: HttpRequest, project_id: int, alert_id: int, action: Callable[[Alert], Alert], done: str
 ) -> HttpResponse:
-    project = _project_or_404(request, project_id)
+    project = project_or_404(request, project_id)
     alert = alerts_list(user=request.user, project_id=project.pk).filter(pk=alert_id).first()
     if alert is None:
         raise Http404(f"alert {alert_id} does not exist in project {project.pk}")
-    if not _can_write(request, project):
+    if not can_write(request, project):
         message = f"you are a viewer of project {project.pk}; ask an owner for the member role"
         return render(request, "webui/error.html", {"title": "Forbidden", "message": message}, status=403)
     try:

@@ -17,24 +17,18 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from control.errors import DomainError, NotFound
-from control.models import DataSource, Project
+from control.models import DataSource
 from control.selectors.data import data_sources_list, datasets_list, tags_list
-from control.selectors.projects import membership_get, object_get_for_user, project_get_for_user
+from control.selectors.projects import object_get_for_user
 from control.services.data import data_source_update
 from control.services.datasets import POLICIES
+from webui.access import can_write, project_or_404
 from webui.forms import SourceEditForm, SourceFilterForm
 from webui.source_stats import stats_charts
 
 # The browser sends files in chunks of this size (below TRIUNE_MAX_CHUNK_BYTES, 16 MiB by default).
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 MAX_LISTED_SOURCES = 500
-
-
-def _project_or_404(request: HttpRequest, project_id: int) -> Project:
-    try:
-        return project_get_for_user(user=request.user, project_id=project_id)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
 
 
 def _source_or_404(request: HttpRequest, source_id: int) -> DataSource:
@@ -49,32 +43,27 @@ def _source_or_404(request: HttpRequest, source_id: int) -> DataSource:
         raise Http404(exc.message) from exc
 
 
-def _can_write(request: HttpRequest, project: Project) -> bool:
-    membership = membership_get(user=request.user, project=project)
-    return membership is not None and membership.can_write
-
-
 @require_GET
 @login_required
 def datasets_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project_or_404(request, project_id)
+    project = project_or_404(request, project_id)
     datasets = datasets_list(user=request.user, project_id=project.pk).prefetch_related(
         "versions__sources__tags"
     )
     return render(
         request,
         "webui/datasets.html",
-        {"project": project, "datasets": datasets, "can_write": _can_write(request, project)},
+        {"project": project, "datasets": datasets, "can_write": can_write(request, project)},
     )
 
 
 @require_GET
 @login_required
 def dataset_upload_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project_or_404(request, project_id)
+    project = project_or_404(request, project_id)
     context = {
         "project": project,
-        "can_write": _can_write(request, project),
+        "can_write": can_write(request, project),
         "chunk_bytes": min(UPLOAD_CHUNK_BYTES, settings.TRIUNE_MAX_CHUNK_BYTES),
         "max_bytes": settings.TRIUNE_MAX_UPLOAD_BYTES,
         "policies": POLICIES,
@@ -85,7 +74,7 @@ def dataset_upload_page(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_GET
 @login_required
 def sources_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project_or_404(request, project_id)
+    project = project_or_404(request, project_id)
     form = SourceFilterForm(request.GET)
     form.is_valid()  # a field that does not validate is left out of cleaned_data, hence not applied
     filters = form.cleaned_data
@@ -127,7 +116,7 @@ def source_page(request: HttpRequest, source_id: int) -> HttpResponse:
         "project": source.project,
         "source": source,
         "version": source.dataset_version,
-        "can_write": _can_write(request, source.project),
+        "can_write": can_write(request, source.project),
         "form": _edit_form_for(source),
         "charts": stats_charts(source.stats),
     }
@@ -138,7 +127,7 @@ def source_page(request: HttpRequest, source_id: int) -> HttpResponse:
 @login_required
 def source_edit(request: HttpRequest, source_id: int) -> HttpResponse:
     source = _source_or_404(request, source_id)
-    if not _can_write(request, source.project):
+    if not can_write(request, source.project):
         raise PermissionDenied(
             f"you are a viewer of project {source.project_id}; ask an owner for the member role"
         )

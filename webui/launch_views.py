@@ -1,7 +1,7 @@
 """The launch form: a new run of a project, or a new run pre-filled from an earlier one (clone).
 
 A submission is checked like ``POST /api/v1/runs/`` (the API's own serializer, then
-run_create and run_launch in one transaction), so the page refuses exactly what the API
+run_start: create and launch, both or neither), so the page refuses exactly what the API
 refuses; each message is shown beside the field it names, and a refused launch creates
 nothing. Members and owners may launch; a viewer is refused, a non-member gets 404.
 """
@@ -12,7 +12,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -21,9 +20,10 @@ from control.api.runs import RunInput
 from control.errors import DomainError, Forbidden, NotFound
 from control.models import ComputeTarget, DataSource, Project, Run
 from control.selectors.data import data_sources_list, tags_list
-from control.selectors.projects import check_can_write, object_get_for_user, project_get_for_user
+from control.selectors.projects import check_can_write, object_get_for_user
 from control.services.launch import LaunchError, preset_defaults, target_offers
-from control.services.runs import PRESETS, SourceWeight, run_create, run_launch
+from control.services.runs import PRESETS, SourceWeight, run_start
+from webui.access import project_or_404
 from webui.launch_forms import (
     HYPER_FIELDS,
     MODEL_PATH,
@@ -56,10 +56,7 @@ def _writable(request: HttpRequest, project: Project) -> str | None:
 @require_http_methods(["GET", "POST"])
 @login_required
 def run_new_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = project_get_for_user(user=request.user, project_id=project_id)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
+    project = project_or_404(request, project_id)
     problem = _writable(request, project)
     if problem:
         return _refused(request, problem)
@@ -191,22 +188,20 @@ def _submit(
     v = checked.validated_data
     mixture = {s.pk: s for s, _ in data["mixture"]}
     try:
-        with transaction.atomic():
-            run = run_create(
-                project=project,
-                user=request.user,
-                name=v["name"],
-                description=v["description"],
-                preset=v["preset"],
-                config=v["config"],
-                compute_target=v["compute_target"],
-                total_steps=v["total_steps"],
-                num_cpus=v["num_cpus"],
-                num_gpus=v["num_gpus"],
-                sources=[SourceWeight(mixture[item["data_source"]], item["weight"]) for item in v["sources"]],
-                cloned_from=origin,
-            )
-            run = run_launch(run=run)
+        run = run_start(
+            project=project,
+            user=request.user,
+            name=v["name"],
+            description=v["description"],
+            preset=v["preset"],
+            config=v["config"],
+            compute_target=v["compute_target"],
+            total_steps=v["total_steps"],
+            num_cpus=v["num_cpus"],
+            num_gpus=v["num_gpus"],
+            sources=[SourceWeight(mixture[item["data_source"]], item["weight"]) for item in v["sources"]],
+            cloned_from=origin,
+        )
     except LaunchError as exc:
         return None, place_errors(exc.fields or {TOP: [exc.message]}, advanced)
     except DomainError as exc:

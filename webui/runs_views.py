@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from control.errors import NotFound
 from control.models import Run, Tag
-from control.selectors.projects import project_get_for_user
 from control.selectors.runs import run_progress, runs_list, runs_recent_values
+from webui.access import project_or_404
 
 SPARK_WIDTH, SPARK_HEIGHT = 120, 24
 
@@ -33,10 +32,7 @@ def sparkline_points(values: list[float], width: int = SPARK_WIDTH, height: int 
 
 @login_required
 def runs_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = project_get_for_user(user=request.user, project_id=project_id)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
+    project = project_or_404(request, project_id)
     status = request.GET.get("status") or ""
     if status not in Run.Status.values:
         status = ""
@@ -76,10 +72,7 @@ def runs_compare(request: HttpRequest, project_id: int) -> HttpResponse:
     """The first selected run's page with the others overlaid (``?overlay=2,3``)."""
     from django.shortcuts import redirect
 
-    try:
-        project = project_get_for_user(user=request.user, project_id=project_id)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
+    project = project_or_404(request, project_id)
     wanted = [int(v) for v in request.GET.getlist("run") if v.isdigit()][:10]
     found = list(
         runs_list(user=request.user, project_id=project.pk).filter(pk__in=wanted).values_list("pk", flat=True)

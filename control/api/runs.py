@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -18,9 +17,9 @@ from control.services.runs import (
     SourceWeight,
     run_cancel,
     run_clone,
-    run_create,
     run_launch,
     run_resume,
+    run_start,
     run_update,
 )
 
@@ -154,22 +153,20 @@ class RunListCreateApi(ProjectApi):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         project = project_get_for_user(user=request.user, project_id=v["project"], write=True)
-        with transaction.atomic():
-            run = run_create(
-                project=project,
-                user=request.user,
-                name=v["name"],
-                description=v["description"],
-                preset=v["preset"],
-                config=v["config"],
-                compute_target=v["compute_target"],
-                total_steps=v["total_steps"],
-                num_cpus=v["num_cpus"],
-                num_gpus=v["num_gpus"],
-                sources=_source_weights(project, v["sources"]),
-            )
-            if v["launch"]:
-                run = run_launch(run=run)
+        run = run_start(
+            launch=v["launch"],
+            project=project,
+            user=request.user,
+            name=v["name"],
+            description=v["description"],
+            preset=v["preset"],
+            config=v["config"],
+            compute_target=v["compute_target"],
+            total_steps=v["total_steps"],
+            num_cpus=v["num_cpus"],
+            num_gpus=v["num_gpus"],
+            sources=_source_weights(project, v["sources"]),
+        )
         return Response(RunOutput(run).data, status=201)
 
 

@@ -87,6 +87,14 @@ def run_create(
 
 
 @transaction.atomic
+def run_start(*, launch: bool = True, **fields) -> Run:
+    """Create a run (the fields of :func:`run_create`) and launch it, both or neither; with
+    ``launch`` false the run stays pending (a draft)."""
+    run = run_create(**fields)
+    return run_launch(run=run) if launch else run
+
+
+@transaction.atomic
 def run_launch(*, run: Run) -> Run:
     """Check everything a launch needs, queue the run, and submit it once the transaction commits."""
     run = Run.objects.select_for_update().get(pk=run.pk)
