@@ -12,6 +12,7 @@ from control.selectors.data import data_sources_list
 from control.selectors.projects import object_get_for_user, project_get_for_user, projects_for_user
 from control.selectors.runs import runs_list
 from control.services.projects import project_create
+from webui.run_views import run_page_context
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -64,7 +65,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         )
     except NotFound as exc:
         raise Http404(exc.message) from exc
-    return render(request, "webui/run.html", {"run": run, "project": run.project})
+    return render(request, "webui/run.html", run_page_context(request, run))
 
 
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:

@@ -1,81 +1,141 @@
-// Live charts of one run: one Plotly chart per metric key, one trace per data source.
-(function () {
-  const root = document.getElementById("charts");
-  if (!root) return;
-  const runId = root.dataset.runId;
-  const state = document.getElementById("live-state");
-  const lastStepEl = document.getElementById("last-step");
-  const charts = new Map(); // key -> {div, traces: Map(source -> index)}
-  let lastStep = -1;
-  let retry = 500;
+// The live run page: history from the series API, new points from the websocket, drawn in
+// place. Modules: run_series.js (history and the store), run_charts.js (Plotly drawing),
+// run_live.js (websocket), run_controls.js (header, buttons and chart controls), run_logs.js
+// (log tail and artifacts). This one wires them together.
 
-  function chartFor(key) {
-    let chart = charts.get(key);
-    if (chart) return chart;
-    const div = document.createElement("div");
-    div.className = "chart";
-    div.dataset.key = key;
-    root.appendChild(div);
-    Plotly.newPlot(div, [], { title: { text: key }, margin: { t: 40, r: 10, l: 50, b: 40 },
-      xaxis: { title: { text: "step" } }, legend: { orientation: "h" } }, { responsive: true, displaylogo: false });
-    chart = { div: div, traces: new Map() };
-    charts.set(key, chart);
-    return chart;
-  }
+import { Changes, SeriesStore, REQUESTS, fetchRequest } from "./run_series.js";
+import { ChartBoard, SourceStyles } from "./run_charts.js";
+import { Live } from "./run_live.js";
+import { Controls, Header } from "./run_controls.js";
+import { Artifacts, LogTail } from "./run_logs.js";
 
-  function addPoints(points) {
-    const grouped = new Map();
-    for (const p of points) {
-      const id = p.key + "\u0000" + (p.source || "");
-      if (!grouped.has(id)) grouped.set(id, { key: p.key, source: p.source || "", x: [], y: [] });
-      const g = grouped.get(id);
-      g.x.push(p.step);
-      g.y.push(p.value);
-      if (p.step > lastStep) lastStep = p.step;
+const DETECTION_TASKS = ["detection", "grounding"];
+
+const config = JSON.parse(document.getElementById("run-config").textContent);
+const root = document.getElementById("charts");
+const liveState = document.getElementById("live-state");
+
+const styles = new SourceStyles(config.sources.map((s) => s.name));
+const board = new ChartBoard({
+  root: root,
+  store: new SeriesStore(),
+  styles: styles,
+  detectionSources: config.sources.filter((s) => DETECTION_TASKS.includes(s.task_type)).map((s) => s.name),
+});
+
+let logs = null;
+let artifacts = null;
+const header = new Header(config, {
+  onStatus: () => {
+    if (logs) logs.poke();
+    if (artifacts) artifacts.refresh();
+  },
+});
+logs = new LogTail(config.id, () => header.active);
+artifacts = new Artifacts(config.id, () => header.active);
+
+// max_points of a request: the pixel width of the charts it feeds.
+function maxPointsFor(request) {
+  return board.widthFor(request.section, request.wide);
+}
+
+// Every history request of the page from ``startStep`` into ``store``; resolves to the changes and
+// the step every series is complete through (the smallest last_step the responses saw).
+async function load(runId, store, startStep, { sectionStates } = {}) {
+  const options = { startStep: startStep, x: board.options.x };
+  const results = await Promise.allSettled(
+    REQUESTS.map((request) => fetchRequest(runId, request, { ...options, maxPoints: maxPointsFor(request) })),
+  );
+  const changes = new Changes();
+  let through = Infinity;
+  const failed = new Map();
+  results.forEach((result, i) => {
+    const section = REQUESTS[i].section;
+    if (result.status === "rejected") {
+      failed.set(section, result.reason.message);
+      return;
     }
-    for (const g of grouped.values()) {
-      const chart = chartFor(g.key);
-      let index = chart.traces.get(g.source);
-      if (index === undefined) {
-        Plotly.addTraces(chart.div, { x: [], y: [], mode: "lines+markers", name: g.source || "global" });
-        index = chart.traces.size;
-        chart.traces.set(g.source, index);
-      }
-      Plotly.extendTraces(chart.div, { x: [g.x], y: [g.y] }, [index]);
+    for (const body of result.value) {
+      store.addResponse(body, changes);
+      through = Math.min(through, body.last_step);
     }
-    lastStepEl.textContent = lastStep;
+  });
+  if (sectionStates) {
+    for (const request of REQUESTS) {
+      const message = failed.get(request.section);
+      board.setSectionState(request.section, message ? "error" : "ready", message);
+    }
+    board.setSectionState("iou", failed.has("per-source") ? "error" : "ready", failed.get("per-source"));
   }
+  return { changes: changes, through: Number.isFinite(through) ? through : null };
+}
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(scheme + "://" + location.host + "/ws/runs/" + runId + "/");
-    ws.onopen = function () {
-      retry = 500;
-      state.textContent = "live";
-      ws.send(JSON.stringify({ type: "catch_up", after_step: lastStep }));
-    };
-    ws.onmessage = function (event) {
-      const msg = JSON.parse(event.data);
-      if (msg.type === "metrics.points") addPoints(msg.points);
-      if (msg.type === "run.status") showStatus(msg.run);
-      if (msg.type === "alerts.fired") {
-        const div = document.createElement("div");
-        div.className = "msg error";
-        div.textContent = msg.alert.message;
-        document.getElementById("alerts").appendChild(div);
-      }
-    };
-    ws.onclose = function () {
-      state.textContent = "reconnecting…";
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 10000);
-    };
-  }
-  function showStatus(run) {
-    const badge = document.getElementById("run-status");
-    badge.className = "status " + run.status;
-    badge.textContent = run.status + (run.attempt > 1 ? " (attempt " + run.attempt + ")" : "");
-    badge.title = run.error || "";
-  }
-  connect();
-})();
+const live = new Live(config.id, {
+  apply(points) {
+    const changes = board.store.addPoints(points);
+    board.queue(changes);
+    let top = -1;
+    for (const p of points) if (p.step > top) top = p.step;
+    header.setStep(top);
+    if (changes.created.length) requestAnimationFrame(() => controls.updateSources());
+  },
+  async gap(startStep) {
+    const { changes, through } = await load(config.id, board.store, startStep);
+    board.queue(changes);
+    if (changes.created.length) requestAnimationFrame(() => controls.updateSources());
+    return through === null ? startStep - 1 : through;
+  },
+  status(run) {
+    header.show(run);
+  },
+  alert() {
+    header.refreshAlerts();
+  },
+  state(text) {
+    liveState.textContent = text;
+  },
+});
+
+// The whole history again (first load, or the x axis switched between step and wall time);
+// live points wait meanwhile and are drawn after it.
+async function reload() {
+  return live.hold(async () => {
+    const store = new SeriesStore();
+    board.reset(store);
+    for (const name of ["per-source", "iou", "optimisation", "system"]) board.setSectionState(name, "loading");
+    const { through } = await load(config.id, store, 0, { sectionStates: true });
+    if (overlayId) await loadOverlay(overlayId);
+    await board.renderAll();
+    controls.updateSources();
+    live.raise(through === null ? config.last_step : through);
+    return through;
+  });
+}
+
+let overlayId = "";
+async function loadOverlay(id) {
+  const store = new SeriesStore();
+  await load(id, store, 0);
+  board.overlay = { id: id, store: store };
+}
+
+const controls = new Controls(config, board, {
+  onXAxis(value) {
+    board.options.x = value === "time" ? "time" : "step";
+    reload();
+  },
+  async onOverlay(id) {
+    overlayId = id;
+    const message = document.getElementById("run-action-message");
+    if (!id) return board.setOverlay(null);
+    try {
+      await loadOverlay(id);
+      await board.rerender();
+    } catch (err) {
+      message.className = "field-error";
+      message.textContent = "Could not load run " + id + ": " + err.message;
+    }
+  },
+});
+
+reload().then((through) => live.start(through === null ? config.last_step : through));
