@@ -135,11 +135,16 @@ def watched(make_user, make_project, make_source):
     return run
 
 
-def _open(page, base_url: str, run, username: str = "rita") -> None:
+def _open(page, base_url: str, run, username: str = "rita") -> list[str]:
+    """Log in and open the run's page until it is live; returns the page's uncaught errors (so far
+    and to come)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.add_init_script(SOCKET_SPY)
     login(page, base_url, username, PASSWORD)
     page.goto(f"{base_url}/runs/{run.pk}/")
     page.locator("#live-state", has_text="live").wait_for(timeout=WAIT_MS)
+    return errors
 
 
 def _trace(page, chart: str, index: int) -> dict:
@@ -180,7 +185,7 @@ def test_history_per_source_then_live_points_in_place(page, live_server_url, wat
     sources = ["synth_counting", "synth_detection"]
     trainer.post([p for step in range(10) for p in _step_points(step, sources)])
     page.set_viewport_size(DESKTOP)
-    _open(page, live_server_url, watched)
+    errors = _open(page, live_server_url, watched)
 
     # Per source: one trace per source, in the run's sorted source order, then "all".
     final = page.locator('.chart[data-key="reward/final"]')
@@ -262,6 +267,7 @@ def test_history_per_source_then_live_points_in_place(page, live_server_url, wat
     page.click("#run-cancel")
     page.locator("#run-status", has_text="cancelling").wait_for(timeout=WAIT_MS)
     assert page.locator("#run-cancel").is_hidden()
+    assert errors == []
 
 
 def test_iou_threshold_steps_with_its_switch_points_marked(page, live_server_url, watched):
@@ -273,7 +279,7 @@ def test_iou_threshold_steps_with_its_switch_points_marked(page, live_server_url
 
     trainer.post([p for step in range(15) for p in _step_points(step, sources, schedule(step))])
     page.set_viewport_size(DESKTOP)
-    _open(page, live_server_url, watched)
+    errors = _open(page, live_server_url, watched)
     threshold = page.locator('.chart[data-key="detection/iou_threshold"]')
     threshold.wait_for()
 
@@ -303,6 +309,7 @@ def test_iou_threshold_steps_with_its_switch_points_marked(page, live_server_url
     )
     assert beside == {"names": ["synth_detection"], "marks": [10, 20]}
     _shoot(page, "run-page-iou")
+    assert errors == []
 
 
 def test_a_reconnect_backfills_every_point_without_a_gap(page, live_server_url, watched, make_source):
@@ -323,7 +330,7 @@ def test_a_reconnect_backfills_every_point_without_a_gap(page, live_server_url, 
     page.set_viewport_size(DESKTOP)
     series_requests: list[str] = []
     page.on("request", lambda r: series_requests.append(r.url) if "/series/" in r.url else None)
-    _open(page, live_server_url, watched)
+    errors = _open(page, live_server_url, watched)
     _wait_last_x(page, "reward/final", 0, 4)
 
     page.evaluate("() => { window.__blockSockets = true; window.__sockets.forEach(s => s.close()); }")
@@ -366,6 +373,7 @@ def test_a_reconnect_backfills_every_point_without_a_gap(page, live_server_url, 
         assert drawn["name"] == source
         assert list(zip(drawn["x"], drawn["y"], strict=True)) == stored
         assert [s for s, _ in stored] == list(range(160))  # no gap, no point twice
+    assert errors == []
 
 
 def test_a_hostile_source_name_stays_text(page, live_server_url, make_user, make_project, make_source):
@@ -382,7 +390,7 @@ def test_a_hostile_source_name_stays_text(page, live_server_url, make_user, make
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.set_viewport_size(DESKTOP)
-    _open(page, live_server_url, run)
+    errors = _open(page, live_server_url, run)
     page.locator('.chart[data-key="reward/final"]').wait_for()
     trainer.post([(3, "reward/final", HOSTILE + "2", 0.5)])  # a new hostile source, live
     _wait_chart(page, "reward/final", "div.data.length === 2")
@@ -400,6 +408,7 @@ def test_a_hostile_source_name_stays_text(page, live_server_url, make_user, make
     assert [label.strip() for label in labels] == [HOSTILE, HOSTILE + "2"]
     hover = page.locator(".chart[data-key='reward/final'] .hoverlayer").text_content()
     assert HOSTILE in hover
+    assert errors == []
 
 
 def test_only_members_see_the_page_and_viewers_cannot_act(
@@ -415,10 +424,11 @@ def test_only_members_see_the_page_and_viewers_cannot_act(
     viewer = make_user("vera", password=PASSWORD)
     add_member(watched.project, viewer, "viewer")
     page.context.clear_cookies()
-    _open(page, live_server_url, watched, username="vera")
+    errors = _open(page, live_server_url, watched, username="vera")
     assert page.locator("#run-cancel").is_visible() and page.locator("#run-cancel").is_disabled()
     assert page.locator("#run-clone").is_disabled()
     assert page.locator("#section-per-source .section-empty").inner_text() == "No per-source metrics yet."
+    assert errors == []
 
 
 def test_controls_wall_time_log_scale_and_a_run_compared(page, live_server_url, watched, make_run):
@@ -430,7 +440,7 @@ def test_controls_wall_time_log_scale_and_a_run_compared(page, live_server_url, 
     Run.objects.filter(pk=other.pk).update(status="submitted", attempt=1)
     Trainer(live_server_url, other).post([p for step in range(4) for p in _step_points(step, sources)])
     page.set_viewport_size(DESKTOP)
-    _open(page, live_server_url, watched)
+    errors = _open(page, live_server_url, watched)
     page.locator('.chart[data-key="reward/final"]').wait_for()
 
     # Another run of the project, drawn dotted in each source's colour.
@@ -458,6 +468,7 @@ def test_controls_wall_time_log_scale_and_a_run_compared(page, live_server_url, 
     page.check("#log-scale")
     _wait_chart(page, "reward/final", "div.layout.yaxis.type === 'log'")
     _shoot(page, "run-page-controls")
+    assert errors == []
 
 
 def test_a_finished_run_shows_its_stored_log_and_artifacts(page, live_server_url, watched):
@@ -469,7 +480,7 @@ def test_a_finished_run_shows_its_stored_log_and_artifacts(page, live_server_url
     run_log_store(run=watched, attempt=1, text="step 1 done\n" + HOSTILE + "\nTraceback: boom\n")
     run_artifacts_sync(run=watched)
     page.set_viewport_size(DESKTOP)
-    _open(page, live_server_url, watched)
+    errors = _open(page, live_server_url, watched)
     page.locator("#run-log", has_text="Traceback: boom").wait_for(timeout=WAIT_MS)
     assert page.locator("#run-log").inner_text() == "step 1 done\n" + HOSTILE + "\nTraceback: boom\n"
     assert page.locator("#run-error").inner_text() == "trainer exited with status 1"
@@ -480,3 +491,40 @@ def test_a_finished_run_shows_its_stored_log_and_artifacts(page, live_server_url
         row.get_by_role("link", name="download").click()
     assert caught.value.suggested_filename == "attempt-1.log"
     assert page.locator("#live-state").inner_text() == "live"
+    assert errors == []
+
+
+def test_a_long_run_is_drawn_from_downsampled_history(page, live_server_url, watched):
+    """36,000 points (1,200 steps of 3 sources x 10 keys): the page reads buckets as wide as a
+    chart has pixels, and the websocket only catches up the last step."""
+    sources = ["synth_counting", "synth_detection", "synth_math"]
+    keys = ["reward/final", "reward/accuracy", "reward/format", "count"] + [
+        f"response_length/{k}" for k in ("mean", "clip_ratio", "correct_mean", "wrong_mean")
+    ]
+    keys += ["reflection/ratio", "detection/map"]
+    points = [
+        (step, key, source, 1.0 if step == 601 and key == "reward/final" else (step % 100) / 100)
+        for step in range(1200)
+        for key in keys
+        for source in sources
+    ]
+    assert len(points) == 36_000
+    Trainer(live_server_url, watched).post(points)
+    page.set_viewport_size(DESKTOP)
+    errors = _open(page, live_server_url, watched)
+    _wait_last_x(page, "reward/final", 0, 1199)
+    width = page.evaluate("() => document.querySelector('.chart[data-key=\"reward/final\"]').clientWidth")
+    drawn = _trace(page, "reward/final", 0)
+    assert 100 < len(drawn["x"]) <= width  # buckets, never the 1,200 points
+    assert drawn["x"][-1] == 1199 and drawn["y"][-1] == 0.99  # the last point as it is
+    frames = page.evaluate("() => window.__frames")
+    assert frames == [{"points": 30, "more": False, "through": None, "bytes": frames[0]["bytes"]}]
+    # The spike at step 601 hides inside a bucket's last value but shows in its max.
+    page.check("#minmax-band")
+    _wait_chart(page, "reward/final", "div.data.some(t => t.fill === 'tonexty')")
+    highs = page.evaluate(
+        """() => document.querySelector('.chart[data-key="reward/final"]').data
+                 .filter(t => t.fill === 'tonexty')[0].y"""
+    )
+    assert max(highs) == 1.0
+    assert errors == []
