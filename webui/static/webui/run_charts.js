@@ -4,6 +4,7 @@
 // page's own text is set with textContent, and everything Plotly renders as text (trace names,
 // axis labels) goes through escapeHtml, because Plotly reads a subset of HTML in them.
 
+import { el } from "./run_dom.js";
 import { GLOBAL } from "./run_series.js";
 
 // Tableau 10: a source's colour is PALETTE[i % 10] and its dash DASHES[i % 6], where i is its
@@ -29,13 +30,6 @@ function rgba(hex, alpha) {
 
 function natural(a, b) {
   return a.localeCompare(b, "en", { numeric: true });
-}
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
 }
 
 // Colour and dash of every source: the run's sources in name order first, then any other source

@@ -2,56 +2,13 @@
 // alerts) and its chart controls (sources, smoothing, x axis, log scale, min/max band, the run
 // compared). Every value from the server is shown with textContent.
 
+import { $, el, requestJson } from "./run_dom.js";
 import { GLOBAL } from "./run_series.js";
 import { GLOBAL_LABEL } from "./run_charts.js";
 
 export const ACTIVE = ["queued", "submitted", "running", "cancelling"];
 const CANCELLABLE = ["pending", "queued", "submitted", "running"];
 const RESUMABLE = ["failed", "cancelled", "lost"];
-
-function $(id) {
-  return document.getElementById(id);
-}
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  if (match) return decodeURIComponent(match[1]);
-  const input = document.querySelector("input[name=csrfmiddlewaretoken]");
-  return input ? input.value : "";
-}
-
-export async function api(method, path) {
-  const headers = { Accept: "application/json" };
-  if (method !== "GET") {
-    headers["X-CSRFToken"] = csrfToken();
-    headers["Content-Type"] = "application/json";
-  }
-  const response = await fetch(path, {
-    method: method,
-    headers: headers,
-    credentials: "same-origin",
-    body: method === "GET" ? undefined : "{}",
-  });
-  let body = null;
-  try {
-    body = await response.json();
-  } catch (err) {
-    body = null;
-  }
-  if (!response.ok) {
-    const error = new Error((body && body.message) || method + " " + path + " answered " + response.status);
-    error.status = response.status;
-    throw error;
-  }
-  return body;
-}
 
 export function formatDuration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
@@ -149,7 +106,7 @@ export class Header {
 
   async refresh() {
     try {
-      const run = await api("GET", "/api/v1/runs/" + this.config.id + "/");
+      const run = await requestJson("GET", "/api/v1/runs/" + this.config.id + "/");
       this.show(run);
       this.showProgress(run.progress);
     } catch (err) {
@@ -165,7 +122,7 @@ export class Header {
       message.textContent = "";
       message.className = "";
       try {
-        const run = await api("POST", "/api/v1/runs/" + this.config.id + "/" + path + "/");
+        const run = await requestJson("POST", "/api/v1/runs/" + this.config.id + "/" + path + "/");
         this.show(run);
         this.showProgress(run.progress);
         message.textContent = done(run);
@@ -189,7 +146,7 @@ export class Header {
     const list = $("alerts-list");
     let body;
     try {
-      body = await api("GET", "/api/v1/alerts/?run=" + this.config.id + "&state=firing&page_size=50");
+      body = await requestJson("GET", "/api/v1/alerts/?run=" + this.config.id + "&state=firing&page_size=50");
     } catch (err) {
       return;
     }

@@ -1,22 +1,11 @@
 // The job's log, tailed from the logs API by byte offset (every 2 s while the run is active),
 // and the run's artifacts with their download links. Log text is shown with textContent.
 
-import { api } from "./run_controls.js";
+import { $, el, requestJson } from "./run_dom.js";
 
 const POLL_MS = 2000;
 const ARTIFACTS_MS = 30000;
 const KEEP_CHARS = 200000; // the page keeps the log's tail; the whole log is an artifact
-
-function $(id) {
-  return document.getElementById(id);
-}
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
 
 export function formatBytes(n) {
   if (!Number.isFinite(n)) return "";
@@ -56,7 +45,7 @@ export class LogTail {
     this.busy = true;
     let again = false;
     try {
-      const chunk = await api("GET", "/api/v1/runs/" + this.runId + "/logs/?offset=" + this.offset);
+      const chunk = await requestJson("GET", "/api/v1/runs/" + this.runId + "/logs/?offset=" + this.offset);
       if (this.attempt !== null && chunk.attempt !== this.attempt) {
         // A new attempt has a log of its own: read it from its first byte.
         this.attempt = chunk.attempt;
@@ -110,7 +99,7 @@ export class Artifacts {
   async refresh() {
     clearTimeout(this.timer);
     try {
-      const items = await api("GET", "/api/v1/runs/" + this.runId + "/artifacts/");
+      const items = await requestJson("GET", "/api/v1/runs/" + this.runId + "/artifacts/");
       this.show(Array.isArray(items) ? items : items.results || []);
     } catch (err) {
       $("artifacts-empty").textContent = "Could not list the artifacts: " + err.message;

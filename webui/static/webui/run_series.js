@@ -3,6 +3,8 @@
 // series are kept in step order with one point per step: history buckets (their last point, with
 // the bucket's min and max) first, then the points that came live.
 
+import { requestJson } from "./run_dom.js";
+
 export const GLOBAL = "";
 export const MIN_POINTS = 10; // the series API's bounds on max_points
 export const MAX_POINTS = 10000;
@@ -157,23 +159,7 @@ export async function fetchSeries(runId, { keys, maxPoints, startStep, x }) {
   params.set("max_points", String(clampPoints(maxPoints)));
   if (startStep !== undefined && startStep !== null && startStep > 0) params.set("start_step", String(startStep));
   if (x === "time") params.set("x", "time");
-  const response = await fetch("/api/v1/runs/" + encodeURIComponent(runId) + "/series/?" + params, {
-    credentials: "same-origin",
-    headers: { Accept: "application/json" },
-  });
-  let body = null;
-  try {
-    body = await response.json();
-  } catch (err) {
-    body = null;
-  }
-  if (!response.ok) {
-    const error = new Error((body && body.message) || "the series API answered " + response.status);
-    error.status = response.status;
-    error.body = body;
-    throw error;
-  }
-  return body;
+  return requestJson("GET", "/api/v1/runs/" + encodeURIComponent(runId) + "/series/?" + params);
 }
 
 // The history requests of the page: a section's series come in one or two requests. Each entry
