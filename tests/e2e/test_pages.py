@@ -52,8 +52,10 @@ def test_run_page_streams_metrics_live_and_catches_up(
     project = make_project(user, "live")
     source = make_source(project, "synth_math")
     run = run_create(project=project, user=user, name="demo run", sources=[SourceWeight(source, 1.0)])
-    metric_points_ingest(
-        run=run, points=[PointIn(step=0, key="reward/accuracy", value=0.1, source="synth_math")]
+    in_server_thread(
+        metric_points_ingest,
+        run=run,
+        points=[PointIn(step=0, key="reward/accuracy", value=0.1, source="synth_math")],
     )
 
     login(page, live_server_url, "frank", PASSWORD)
@@ -71,6 +73,10 @@ def test_run_page_streams_metrics_live_and_catches_up(
         points=[PointIn(step=1, key="reward/accuracy", value=0.4, source="synth_math")],
     )
     page.locator("#last-step", has_text="1").wait_for()
+    # The page draws new points on its next animation frame, after the step counter moved.
+    page.wait_for_function(
+        "() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].x.length >= 2"
+    )
     xs = page.evaluate("() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].x")
     assert xs == [0, 1]
     ys = page.evaluate("() => document.querySelector('.chart[data-key=\"reward/accuracy\"]').data[0].y")
