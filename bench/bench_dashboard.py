@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ingest import KEYS, REDIS_URL, SOURCES, Server, database_create, database_drop  # noqa: E402
+from bench_ingest import KEYS, REDIS_URL, SOURCES, Server, bench_sources, database_create, database_drop  # noqa: E402
 
 from control.embedded import free_port  # noqa: E402
 
@@ -176,7 +176,7 @@ def world(big_steps: int):
     from django.contrib.auth import get_user_model
     from django.db import connections
 
-    from control.models import Dataset, DatasetVersion, DataSource, Run
+    from control.models import Run
     from control.services.metrics import PointIn, metric_points_ingest
     from control.services.projects import project_create
     from control.services.runs import SourceWeight, run_create
@@ -184,16 +184,7 @@ def world(big_steps: int):
 
     user = get_user_model().objects.create_user(username="bench", password=PASSWORD)
     project = project_create(user=user, name="dashboard bench")
-    dataset = Dataset.objects.create(project=project, name="bench")
-    version = DatasetVersion.objects.create(
-        dataset=dataset, number=1, content_hash="0" * 64, storage_uri="file:///nonexistent"
-    )
-    sources = [
-        DataSource.objects.create(
-            project=project, dataset_version=version, name=name, verifier="mathverify", task_type="math"
-        )
-        for name in STEP_SOURCES
-    ]
+    sources = bench_sources(project, STEP_SOURCES)
     runs = []
     for name in ["live", "big"]:
         run = run_create(

@@ -284,6 +284,23 @@ def count_rows(url: str, sql: str, params: tuple) -> int:
         return conn.execute(sql, params).fetchone()[0]
 
 
+def bench_sources(project, names: list[str]) -> list:
+    """Data-source rows of ``project`` named ``names``. In the product they come from an upload;
+    a metrics benchmark needs only the rows."""
+    from control.models import Dataset, DatasetVersion, DataSource
+
+    dataset = Dataset.objects.create(project=project, name="bench")
+    version = DatasetVersion.objects.create(
+        dataset=dataset, number=1, content_hash="0" * 64, storage_uri="file:///nonexistent"
+    )
+    return [
+        DataSource.objects.create(
+            project=project, dataset_version=version, name=name, verifier="mathverify", task_type="math"
+        )
+        for name in names
+    ]
+
+
 def triune_world(runs: int) -> tuple[list[int], list[str]]:
     """Migrate the fresh database and create a user, a project, the runs and a run-scoped token each."""
     import django
@@ -294,24 +311,13 @@ def triune_world(runs: int) -> tuple[list[int], list[str]]:
     from django.contrib.auth import get_user_model
     from django.db import connections
 
-    from control.models import Dataset, DatasetVersion, DataSource
     from control.services.projects import project_create
     from control.services.runs import SourceWeight, run_create
     from control.services.tokens import api_token_create
 
     user = get_user_model().objects.create_user(username="bench", password=secrets.token_urlsafe(12))
     project = project_create(user=user, name="ingest bench")
-    # Data sources come from an upload in the product; the benchmark needs only their rows.
-    dataset = Dataset.objects.create(project=project, name="bench")
-    version = DatasetVersion.objects.create(
-        dataset=dataset, number=1, content_hash="0" * 64, storage_uri="file:///nonexistent"
-    )
-    sources = [
-        DataSource.objects.create(
-            project=project, dataset_version=version, name=name, verifier="mathverify", task_type="math"
-        )
-        for name in SOURCES
-    ]
+    sources = bench_sources(project, SOURCES)
     run_ids, tokens = [], []
     for n in range(runs):
         run = run_create(

@@ -38,8 +38,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+from bench_ingest import PG_URL, bench_sources, database_create, database_drop  # noqa: E402
+
 STEPS = 1667
 LONG_STEPS = 200_000
 SOURCES = [f"src_{i:02d}" for i in range(15)]
@@ -47,23 +49,6 @@ GROUPS = ["reward", "response_length", "actor", "detection", "eval", "reflection
 KEYS = [f"{group}/{name}" for group in GROUPS for name in ["mean", "max", "min", "std", "clip_ratio"]]
 WHOLE_KEYS = KEYS[:20]  # reward/*, response_length/*, actor/*, detection/*
 MAX_POINTS = 1000
-
-
-def pg_admin():
-    import psycopg
-
-    return psycopg.connect(f"{PG_URL}/postgres", autocommit=True)
-
-
-def database_create(name: str) -> str:
-    with pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{PG_URL}/{name}"
-
-
-def database_drop(name: str) -> None:
-    with pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def world() -> tuple[object, object, str]:
@@ -77,20 +62,14 @@ def world() -> tuple[object, object, str]:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from control.models import Dataset, DatasetVersion, DataSource, MetricPoint, Run
+    from control.models import MetricPoint, Run
     from control.services.projects import project_create
     from control.services.runs import SourceWeight, run_create
     from control.services.tokens import api_token_create
 
     user = get_user_model().objects.create_user(username="bench", password="bench-password-123")
     project = project_create(user=user, name="bench")
-    dataset = Dataset.objects.create(project=project, name="bench")
-    version = DatasetVersion.objects.create(
-        dataset=dataset, number=1, content_hash="0" * 64, storage_uri="file:///nonexistent"
-    )
-    source = DataSource.objects.create(
-        project=project, dataset_version=version, name=SOURCES[0], verifier="mathverify", task_type="math"
-    )
+    (source,) = bench_sources(project, SOURCES[:1])
     run, long_run = (
         run_create(
             project=project, user=user, name=name, sources=[SourceWeight(source, 1.0)], total_steps=steps
