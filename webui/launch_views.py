@@ -16,7 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from control.api.runs import RunInput
+from control.api.runs import RunInput, run_fields
 from control.errors import DomainError, Forbidden, NotFound
 from control.models import ComputeTarget, DataSource, Project, Run
 from control.selectors.data import data_sources_list, tags_list
@@ -191,16 +191,9 @@ def _submit(
         run = run_start(
             project=project,
             user=request.user,
-            name=v["name"],
-            description=v["description"],
-            preset=v["preset"],
-            config=v["config"],
-            compute_target=v["compute_target"],
-            total_steps=v["total_steps"],
-            num_cpus=v["num_cpus"],
-            num_gpus=v["num_gpus"],
             sources=[SourceWeight(mixture[item["data_source"]], item["weight"]) for item in v["sources"]],
             cloned_from=origin,
+            **run_fields(v),
         )
     except LaunchError as exc:
         return None, place_errors(exc.fields or {TOP: [exc.message]}, advanced)

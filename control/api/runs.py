@@ -157,17 +157,27 @@ class RunListCreateApi(ProjectApi):
             launch=v["launch"],
             project=project,
             user=request.user,
-            name=v["name"],
-            description=v["description"],
-            preset=v["preset"],
-            config=v["config"],
-            compute_target=v["compute_target"],
-            total_steps=v["total_steps"],
-            num_cpus=v["num_cpus"],
-            num_gpus=v["num_gpus"],
             sources=_source_weights(project, v["sources"]),
+            **run_fields(v),
         )
         return Response(RunOutput(run).data, status=201)
+
+
+RUN_FIELDS = (
+    "name",
+    "description",
+    "preset",
+    "config",
+    "compute_target",
+    "total_steps",
+    "num_cpus",
+    "num_gpus",
+)
+
+
+def run_fields(validated: dict) -> dict:
+    """The run's own fields out of :class:`RunInput`'s validated data (not project, sources, launch)."""
+    return {name: validated[name] for name in RUN_FIELDS}
 
 
 def _source_weights(project, items: list[dict]) -> list[SourceWeight]:
