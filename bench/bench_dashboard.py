@@ -219,7 +219,19 @@ def load_once(context, base: str, run_id: int) -> tuple[float, float, int]:
     try:
         page.goto(f"{base}/runs/{run_id}/")
         page.wait_for_function("() => window.__full !== null", timeout=WAIT_MS)
-        first, full = page.evaluate("() => [window.__firstChart, window.__full]")
+        first, full, api = page.evaluate(
+            """() => [window.__firstChart, window.__full, performance.getEntriesByType("resource")
+                .filter((e) => e.name.includes("/series/"))
+                .map((e) => [e.startTime, e.responseEnd, e.transferSize])]"""
+        )
+        began = min(start for start, _, _ in api)
+        ended = max(end for _, end, _ in api)
+        size = sum(size for _, _, size in api)
+        print(
+            f"    history: {len(api)} series requests from {began:.0f} to {ended:.0f} ms,"
+            f" {size / 1e6:.1f} MB;"
+            f" first chart {first:.0f} ms, full page {full['ms']:.0f} ms"
+        )
         return first, full["ms"], full["charts"]
     finally:
         page.close()

@@ -128,8 +128,17 @@ def split_keys(keys: Sequence[str]) -> tuple[list[str], list[str]]:
 
 _TABLE = MetricPoint._meta.db_table
 
-# The series of one range: run, key, source and the step range of its run (req).
-_IN_RANGE = "m.run_id = s.run_id AND m.key = s.key AND m.source = s.source AND m.step BETWEEN r.lo AND r.hi"
+# The points of one series (s) in the step range of its run (r). The range is said as a row
+# comparison on (source, step), which only the unique index (run, key, source, step) can use: with a
+# plain "step BETWEEN", on a table whose statistics lag behind its inserts (a run that just wrote
+# its points, whose run_id is past the histogram), the planner estimated one row either way, took
+# the smaller (run, step) index and filtered the whole run for every series: 3 s instead of 0.08 s
+# for 150 series of a 100,000-point run (measured). Comparing (key, source, step) as one row costs
+# twice as much per point as this.
+_IN_RANGE = (
+    "m.run_id = s.run_id AND m.key = s.key"
+    " AND (m.source, m.step) >= (s.source, r.lo) AND (m.source, m.step) <= (s.source, r.hi)"
+)
 
 # Every distinct key of each run by a loose index scan: one descent of the unique index per key,
 # instead of reading every point. Only needed for globs; in any collation.
@@ -213,7 +222,9 @@ SELECT s.run_id, s.key, s.source, p.total, p.points
 FROM series s
 JOIN req r ON r.run_id = s.run_id
 CROSS JOIN LATERAL (
-    SELECT (SELECT m.step FROM {_TABLE} m WHERE {_IN_RANGE} ORDER BY m.step DESC LIMIT 1) AS last,
+    SELECT (
+        SELECT m.step FROM {_TABLE} m WHERE {_IN_RANGE} ORDER BY m.source DESC, m.step DESC LIMIT 1
+    ) AS last,
            EXISTS (SELECT FROM {_TABLE} m WHERE {_IN_RANGE} OFFSET %(max_points)s) AS many
 ) t
 CROSS JOIN LATERAL (
