@@ -128,6 +128,8 @@ CHANNEL_LAYERS = {
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+# The queue tasks are sent to and workers read (deployments sharing a broker keep theirs apart).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -155,16 +157,6 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 # STATIC_ROOT exists only after collectstatic; finders serve the files until then.
 warnings.filterwarnings("ignore", message="No directory at")
-
-
-def _plotly_static_dir() -> str:
-    """Plotly.js ships inside the plotly Python package; serve it ourselves, never from a CDN."""
-    import plotly
-
-    return str(Path(plotly.__file__).resolve().parent / "package_data")
-
-
-STATICFILES_DIRS = [("plotly", _plotly_static_dir())]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -241,3 +241,13 @@ def celery_worker_queue():
             yield SimpleNamespace(app=app, queue=queue, worker=worker)
     finally:
         app.conf.task_default_queue = previous
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A Ray head of this test session on loopback (2 CPUs), started by the first test that asks."""
+    from tests.ray_head import RayHead
+
+    head = RayHead(num_cpus=2)
+    yield head
+    head.stop()

@@ -72,7 +72,13 @@ def storage_dir(settings, tmp_path) -> Path:
 
 
 @pytest.fixture
-def live_server_url(transactional_db, storage_dir):
+def server_env() -> dict[str, str]:
+    """More environment for the live server; a test module that needs some overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def live_server_url(transactional_db, storage_dir, server_env):
     """daphne serving control.asgi against the test database and ``storage_dir``, on a free port."""
     from django.conf import settings
 
@@ -87,6 +93,7 @@ def live_server_url(transactional_db, storage_dir):
     env["CSRF_COOKIE_SECURE"] = "0"
     env["DEBUG"] = "0"
     env["STORAGE_URL"] = storage_dir.as_uri()
+    env.update(server_env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "control.asgi:application"],
         cwd=ROOT,

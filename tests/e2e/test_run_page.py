@@ -144,7 +144,16 @@ def _open(page, base_url: str, run, username: str = "rita") -> list[str]:
     login(page, base_url, username, PASSWORD)
     page.goto(f"{base_url}/runs/{run.pk}/")
     page.locator("#live-state", has_text="live").wait_for(timeout=WAIT_MS)
+    _wait_all_drawn(page)
     return errors
+
+
+def _wait_all_drawn(page) -> None:
+    """Until every chart is drawn: those off screen are drawn when the browser is idle."""
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.chart')).every((div) => div.data && div.data.length)",
+        timeout=WAIT_MS,
+    )
 
 
 def _trace(page, chart: str, index: int) -> dict:
@@ -267,6 +276,36 @@ def test_history_per_source_then_live_points_in_place(page, live_server_url, wat
     page.click("#run-cancel")
     page.locator("#run-status", has_text="cancelling").wait_for(timeout=WAIT_MS)
     assert page.locator("#run-cancel").is_hidden()
+    assert errors == []
+
+
+def test_late_steps_take_their_place_and_charts_off_screen_follow(page, live_server_url, watched):
+    """Batches of a trainer that reach the page out of order (step 7, then 5 and 6) are drawn in
+    step order; a chart below the first screen follows the live points without being scrolled to."""
+    trainer = Trainer(live_server_url, watched)
+    sources = ["synth_counting", "synth_detection"]
+    trainer.post([p for step in range(5) for p in _step_points(step, sources)])
+    page.set_viewport_size(DESKTOP)
+    errors = _open(page, live_server_url, watched)
+    below = page.evaluate(
+        """() => document.querySelector('.chart[data-key="perf/tokens_per_s"]').getBoundingClientRect().top
+                 - window.innerHeight"""
+    )
+    assert below > 0, "the System section starts below the first screen"
+
+    trainer.post(_step_points(7, sources))
+    _wait_last_x(page, "reward/final", 0, 7)
+    assert _trace(page, "reward/final", 0)["x"] == [0, 1, 2, 3, 4, 7]
+    trainer.post([p for step in (5, 6) for p in _step_points(step, sources)])
+    _wait_chart(page, "reward/final", "div.data[0].x.length === 8")
+    assert _trace(page, "reward/final", 0)["x"] == list(range(8))
+    assert _trace(page, "reward/final", 0)["y"] == [round(0.1 + s / 100, 6) for s in range(8)]
+    _wait_chart(page, "perf/tokens_per_s", "div.data[0].x.length === 8")
+    assert _trace(page, "perf/tokens_per_s", 0)["y"] == [1000.0 + s for s in range(8)]
+    heat = page.locator('.chart[data-key="grad_norm/language"]')
+    heat.scroll_into_view_if_needed()
+    _wait_chart(page, "grad_norm/language", "div.data[0].x.length === 8")
+    assert _trace(page, "grad_norm/language", 0)["x"] == list(range(8))
     assert errors == []
 
 

@@ -244,7 +244,7 @@ def test_source_page_shows_facts_and_chart_data(web, project, make_source):
     html = web.get(f"/sources/{source.pk}/").content.decode()
     assert "10 train / 2 test" in html
     assert f'data-source-id="{source.pk}"' in html
-    assert "/static/plotly/plotly.min.js" in html
+    assert "/static/vendor/plotly/plotly-cartesian.min.js" in html
     match = re.search(r'<script id="stats-data" type="application/json">(.*?)</script>', html, re.S)
     charts = json.loads(match.group(1))
     assert [c["id"] for c in charts] == ["answer-length", "boxes-per-sample", "image-sizes"]

@@ -11,6 +11,15 @@ import { Artifacts, LogTail } from "./run_logs.js";
 
 const DETECTION_TASKS = ["detection", "grounding"];
 
+// Plotly (1.5 MB) loads async: the history is fetched and stored while the browser compiles it,
+// and the charts are drawn once both are there.
+const plotlyReady = new Promise((resolve, reject) => {
+  if (window.Plotly) return resolve();
+  const tag = document.getElementById("plotly");
+  tag.addEventListener("load", () => resolve());
+  tag.addEventListener("error", () => reject(new Error("the chart library did not load; reload the page")));
+});
+
 const config = JSON.parse(document.getElementById("run-config").textContent);
 const root = document.getElementById("charts");
 const liveState = document.getElementById("live-state");
@@ -34,31 +43,40 @@ const header = new Header(config, {
 logs = new LogTail(config.id, () => header.active);
 artifacts = new Artifacts(config.id, () => header.active);
 
-// max_points of a request: the pixel width of the charts it feeds.
+// max_points of a request: one bucket for every 2 pixels of the charts it feeds. A line of one
+// point per 2 px looks the same as one per pixel, and a spike inside a bucket still shows in its
+// min/max band; the history to read and parse is half as large.
+const PIXELS_PER_POINT = 2;
 function maxPointsFor(request) {
-  return board.widthFor(request.section, request.wide);
+  return board.widthFor(request.section, request.wide) / PIXELS_PER_POINT;
 }
 
 // Every history request of the page from ``startStep`` into ``store``; resolves to the changes and
 // the step every series is complete through (the smallest last_step the responses saw).
-async function load(runId, store, startStep, { sectionStates } = {}) {
+// ``arrived(index)`` is called as each request (REQUESTS[index]) is answered or fails, so a section
+// can be drawn before the others are in. The server answers one request of a page at a time, so
+// the first request (the top of the page) is sent alone and the others after it.
+async function load(runId, store, startStep, { sectionStates, arrived } = {}) {
   const options = { startStep: startStep, x: board.options.x };
-  const results = await Promise.allSettled(
-    REQUESTS.map((request) => fetchRequest(runId, request, { ...options, maxPoints: maxPointsFor(request) })),
-  );
   const changes = new Changes();
   let through = Infinity;
+  const read = async (request, index) => {
+    try {
+      const bodies = await fetchRequest(runId, request, { ...options, maxPoints: maxPointsFor(request) });
+      for (const body of bodies) {
+        store.addResponse(body, changes);
+        through = Math.min(through, body.last_step);
+      }
+    } finally {
+      if (arrived) arrived(index);
+    }
+  };
+  const [first, ...rest] = REQUESTS;
+  const results = [(await Promise.allSettled([read(first, 0)]))[0]];
+  results.push(...(await Promise.allSettled(rest.map((request, i) => read(request, i + 1)))));
   const failed = new Map();
   results.forEach((result, i) => {
-    const section = REQUESTS[i].section;
-    if (result.status === "rejected") {
-      failed.set(section, result.reason.message);
-      return;
-    }
-    for (const body of result.value) {
-      store.addResponse(body, changes);
-      through = Math.min(through, body.last_step);
-    }
+    if (result.status === "rejected") failed.set(REQUESTS[i].section, result.reason.message);
   });
   if (sectionStates) {
     for (const request of REQUESTS) {
@@ -103,9 +121,27 @@ async function reload() {
     const store = new SeriesStore();
     board.reset(store);
     for (const name of ["per-source", "iou", "optimisation", "system"]) board.setSectionState(name, "loading");
-    const { through } = await load(config.id, store, 0, { sectionStates: true });
-    if (overlayId) await loadOverlay(overlayId);
+    // The history is drawn in page order as it comes: once the requests of everything above are
+    // in, so what is drawn on screen stays there (see ChartBoard for the charts off screen).
+    const drawn = [];
+    const answered = REQUESTS.map(() => false);
+    let upTo = 0;
+    const { through } = await load(config.id, store, 0, {
+      sectionStates: true,
+      arrived(index) {
+        answered[index] = true;
+        const before = upTo;
+        while (upTo < answered.length && answered[upTo]) upTo += 1;
+        if (upTo > before) drawn.push(plotlyReady.then(() => board.renderAll()));
+      },
+    });
+    await Promise.all(drawn);
+    await plotlyReady;
     await board.renderAll();
+    if (overlayId) {
+      await loadOverlay(overlayId);
+      await board.rerender();
+    }
     controls.updateSources();
     live.raise(through === null ? config.last_step : through);
     return through;
@@ -138,4 +174,8 @@ const controls = new Controls(config, board, {
   },
 });
 
-reload().then((through) => live.start(through === null ? config.last_step : through));
+reload()
+  .then((through) => live.start(through === null ? config.last_step : through))
+  .catch((err) => {
+    for (const name of ["per-source", "iou", "optimisation", "system"]) board.setSectionState(name, "error", err.message);
+  });

@@ -1,11 +1,13 @@
 // Charts of the run page: which chart each series belongs to, and drawing them with Plotly.
 // History is drawn once per chart (Plotly.react); new points extend the traces in place
-// (Plotly.extendTraces), batched per animation frame. Source names and keys are user data: the
+// (Plotly.extendTraces), batched per animation frame. Only the charts on or near the screen are
+// drawn at once; the others are drawn when the browser is idle or when they scroll near, so a
+// page of many charts shows its first screen first and live points cost what is seen. Source names and keys are user data: the
 // page's own text is set with textContent, and everything Plotly renders as text (trace names,
 // axis labels) goes through escapeHtml, because Plotly reads a subset of HTML in them.
 
 import { el } from "./run_dom.js";
-import { GLOBAL } from "./run_series.js";
+import { Changes, GLOBAL } from "./run_series.js";
 
 // Tableau 10: a source's colour is PALETTE[i % 10] and its dash DASHES[i % 6], where i is its
 // place in the run's sorted source list, so every chart shows a source alike and colour is never
@@ -279,6 +281,38 @@ class Chart {
     return [this.spec.rank, this.spec.id];
   }
 
+  // Whether a batch of changes reaches this chart (a member series changed, or the IoU
+  // threshold moved and this chart marks its switches).
+  touchedBy(changes, switched) {
+    if (switched && this.spec.switches) return true;
+    for (const series of changes.bySeries.keys()) if (this.members.has(series)) return true;
+    return false;
+  }
+
+  // Off screen, a batch is kept to extend the chart with later, merged with the batches before it.
+  defer(changes, switched) {
+    if (this.dirty) return;
+    this.later = (this.later || new Changes()).merge(changes);
+    this.laterSwitched = this.laterSwitched || switched;
+  }
+
+  get waiting() {
+    return this.dirty || Boolean(this.later);
+  }
+
+  // Draw what waited: the whole chart when it must be redrawn, else the deferred batches.
+  catchUp() {
+    if (this.dirty) return this.render();
+    const later = this.later;
+    const switched = this.laterSwitched;
+    this.later = null;
+    this.laterSwitched = false;
+    if (!later) return null;
+    const done = this.extend(later);
+    if (switched) this.relayoutSwitches();
+    return done;
+  }
+
   add(series, slot) {
     if (this.members.get(series) === slot) return false;
     this.members.set(series, slot);
@@ -428,6 +462,8 @@ class LineChart extends Chart {
 
   render() {
     this.dirty = false;
+    this.later = null;
+    this.laterSwitched = false;
     return Plotly.react(this.div, this.traces(), this.layout(), PLOTLY_CONFIG);
   }
 
@@ -516,6 +552,8 @@ class HeatmapChart extends Chart {
 
   render() {
     this.dirty = false;
+    this.later = null;
+    this.laterSwitched = false;
     const layers = this.layers();
     this.rows = layers;
     const xs = new Set();
@@ -575,6 +613,14 @@ function log10(value) {
 
 // ---- The board: every chart of the page ----------------------------------------------------
 
+// How far off screen (px) a chart still counts as near, so a short scroll finds it drawn.
+const NEAR_MARGIN = 400;
+
+function whenIdle(callback) {
+  if (window.requestIdleCallback) return window.requestIdleCallback(callback, { timeout: 1000 });
+  return setTimeout(callback, 16);
+}
+
 export class ChartBoard {
   constructor({ root, store, styles, detectionSources }) {
     this.root = root;
@@ -586,6 +632,12 @@ export class ChartBoard {
     this.overlay = null; // {id, store}
     this.pending = null;
     this.frame = 0;
+    this.idle = 0;
+    this.byFigure = new Map(); // figure element -> Chart
+    // A chart that scrolls near while it waits for a redraw is redrawn at once.
+    this.observer = window.IntersectionObserver
+      ? new IntersectionObserver((entries) => this.cameNear(entries), { rootMargin: NEAR_MARGIN + "px 0px" })
+      : null;
     this.sections = new Map();
     for (const name of Object.keys(SECTIONS)) {
       const node = root.querySelector("#section-" + name);
@@ -673,6 +725,8 @@ export class ChartBoard {
   }
 
   mount(chart) {
+    this.byFigure.set(chart.figure, chart);
+    if (this.observer) this.observer.observe(chart.figure);
     const section = this.sections.get(chart.spec.section);
     const groupNames = SECTIONS[chart.spec.section].groups;
     let group = section.groups.querySelector('.chart-group[data-group="' + chart.spec.group + '"]');
@@ -731,11 +785,47 @@ export class ChartBoard {
     }
   }
 
+  // The charts on or near the screen, read in one pass (one layout) before anything is drawn.
+  nearCharts() {
+    const bottom = window.innerHeight + NEAR_MARGIN;
+    const near = new Set();
+    for (const chart of this.charts.values()) {
+      const r = chart.figure.getBoundingClientRect();
+      if (r.width > 0 && r.bottom > -NEAR_MARGIN && r.top < bottom) near.add(chart);
+    }
+    return near;
+  }
+
+  cameNear(entries) {
+    for (const entry of entries) {
+      const chart = this.byFigure.get(entry.target);
+      if (entry.isIntersecting && chart && chart.waiting && this.charts.get(chart.spec.id) === chart) chart.catchUp();
+    }
+  }
+
+  // Draw the charts that waited off screen while the browser is idle.
+  scheduleIdle() {
+    if (this.idle) return;
+    this.idle = whenIdle((deadline) => {
+      this.idle = 0;
+      const waiting = Array.from(this.charts.values()).filter((chart) => chart.waiting);
+      for (const chart of waiting) {
+        chart.catchUp();
+        if (deadline && deadline.timeRemaining && deadline.timeRemaining() < 8) break;
+      }
+      if (waiting.some((chart) => chart.waiting)) this.scheduleIdle();
+    });
+  }
+
+  // Place every series and draw every chart that needs it: those near the screen now (the promise
+  // waits for them), the others when the browser is idle.
   renderAll() {
     this.place();
     this.placeOverlay();
+    const near = this.nearCharts();
     const done = [];
-    for (const chart of this.charts.values()) done.push(chart.render());
+    for (const chart of near) if (chart.dirty) done.push(chart.render());
+    this.scheduleIdle();
     this.updateEmpty();
     return Promise.all(done);
   }
@@ -743,6 +833,8 @@ export class ChartBoard {
   // Forget every chart (a reload of the whole history, e.g. on switching the x axis).
   reset(store) {
     for (const chart of this.charts.values()) {
+      if (this.observer) this.observer.unobserve(chart.figure);
+      this.byFigure.delete(chart.figure);
       Plotly.purge(chart.div);
       chart.figure.remove();
     }
@@ -768,29 +860,49 @@ export class ChartBoard {
     if (changes.created.length) this.place();
     let switched = false;
     for (const series of changes.bySeries.keys()) if (series.key === THRESHOLD_KEY) switched = true;
+    const near = this.nearCharts();
     for (const chart of this.charts.values()) {
-      if (chart.dirty) chart.render();
-      else {
+      if (!near.has(chart)) {
+        if (chart.touchedBy(changes, switched)) chart.defer(changes, switched);
+      } else if (chart.waiting) {
+        chart.defer(changes, switched);
+        chart.catchUp();
+      } else {
         chart.extend(changes);
         if (switched) chart.relayoutSwitches();
       }
     }
+    this.scheduleIdle();
     this.updateEmpty();
   }
 
   rerender() {
     this.placeOverlay();
-    return Promise.all(Array.from(this.charts.values(), (chart) => chart.render()));
+    return this.redraw((chart) => chart.render());
+  }
+
+  // ``draw`` on the charts near the screen now; the others are redrawn whole later.
+  redraw(draw) {
+    const near = this.nearCharts();
+    const done = [];
+    for (const chart of this.charts.values()) {
+      if (near.has(chart) && !chart.dirty) done.push(draw(chart));
+      else if (near.has(chart)) done.push(chart.render());
+      else chart.dirty = true;
+    }
+    this.scheduleIdle();
+    return Promise.all(done);
   }
 
   setOption(name, value) {
     this.options[name] = value;
     if (name === "hidden") {
-      for (const chart of this.charts.values()) chart.restyleVisibility();
+      this.redraw((chart) => chart.restyleVisibility());
     } else if (name === "log") {
-      for (const chart of this.charts.values()) {
-        if (chart.spec.kind === "line") Plotly.relayout(chart.div, { "yaxis.type": value ? "log" : "linear", "yaxis.autorange": true });
-      }
+      this.redraw((chart) => {
+        if (chart.spec.kind !== "line" || !chart.div.data) return chart.render();
+        return Plotly.relayout(chart.div, { "yaxis.type": value ? "log" : "linear", "yaxis.autorange": true });
+      });
     } else {
       this.rerender();
     }

@@ -28,39 +28,62 @@ export class Series {
     this.mins = [];
     this.maxs = [];
     this.times = []; // ms since the epoch: when the point was stored (x = wall time)
+    this.bucketedThrough = -Infinity; // the last step of a history bucket of more than one point
   }
 
   get lastStep() {
     return this.steps.length ? this.steps[this.steps.length - 1] : -Infinity;
   }
 
-  // One point at the end. A step after the last one is appended ("append"); the last step again
-  // replaces it when its value changed ("replace": a replayed step overwrites itself); an older
-  // step is already drawn, or lies inside a downsampled bucket, and is left out ("skip").
-  add(step, value, min, max, time) {
-    const last = this.steps.length - 1;
+  // The index of ``step`` in steps, or of the first step after it.
+  indexOf(step) {
+    let lo = 0;
+    let hi = this.steps.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.steps[mid] < step) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  // One point. A step after the last one is appended ("append"). A step already held is replaced
+  // when its value changed ("replace": a replayed step overwrites itself). A step missing before
+  // the last one (batches of two steps that arrived out of order) is put in its place ("insert"),
+  // unless it lies inside a downsampled history bucket, which already counts it ("skip").
+  // ``count`` is the number of points a history bucket stands for (1 for a live point).
+  add(step, value, min, max, time, count = 1) {
     if (step > this.lastStep) {
       this.steps.push(step);
       this.values.push(value);
       this.mins.push(min);
       this.maxs.push(max);
       this.times.push(time);
+      if (count > 1) this.bucketedThrough = step;
       return "append";
     }
-    if (step === this.steps[last] && value !== this.values[last]) {
-      this.values[last] = value;
-      const lo = Math.min(min ?? Infinity, this.mins[last] ?? Infinity);
-      const hi = Math.max(max ?? -Infinity, this.maxs[last] ?? -Infinity);
-      this.mins[last] = Number.isFinite(lo) ? lo : null;
-      this.maxs[last] = Number.isFinite(hi) ? hi : null;
+    const i = this.indexOf(step);
+    if (this.steps[i] === step) {
+      if (value === this.values[i]) return "skip";
+      this.values[i] = value;
+      const lo = Math.min(min ?? Infinity, this.mins[i] ?? Infinity);
+      const hi = Math.max(max ?? -Infinity, this.maxs[i] ?? -Infinity);
+      this.mins[i] = Number.isFinite(lo) ? lo : null;
+      this.maxs[i] = Number.isFinite(hi) ? hi : null;
       return "replace";
     }
-    return "skip";
+    if (step <= this.bucketedThrough) return "skip";
+    this.steps.splice(i, 0, step);
+    this.values.splice(i, 0, value);
+    this.mins.splice(i, 0, min);
+    this.maxs.splice(i, 0, max);
+    this.times.splice(i, 0, time);
+    return "insert";
   }
 }
 
-// What one batch changed: per series, the index of its first new point and whether an existing
-// point was replaced (which a chart cannot extend, so it redraws).
+// What one batch changed: per series, the index of its first new point and whether a point was
+// replaced or inserted before the end (which a chart cannot extend, so it redraws).
 export class Changes {
   constructor() {
     this.bySeries = new Map(); // Series -> {from, replaced}
@@ -74,7 +97,7 @@ export class Changes {
       entry = { from: index, replaced: false };
       this.bySeries.set(series, entry);
     }
-    if (outcome === "replace") entry.replaced = true;
+    if (outcome === "replace" || outcome === "insert") entry.replaced = true;
   }
 
   get empty() {
@@ -131,7 +154,7 @@ export class SeriesStore {
     for (const item of body.series || []) {
       const series = this.ensure(item.key, item.source, changes);
       for (const p of item.points) {
-        const outcome = series.add(p.step, p.value, p.min, p.max, timeOf(p.time));
+        const outcome = series.add(p.step, p.value, p.min, p.max, timeOf(p.time), p.count);
         changes.note(series, series.steps.length - 1, outcome);
       }
     }
