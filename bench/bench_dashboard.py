@@ -13,13 +13,12 @@ drives Debian's chromium (headless, through Playwright), signed in as the run's 
    way W&B/MLflow pages refresh); latency = the poll's answer - POST returned.
 2. Load. A run of 1,000,200 points (1,667 steps x 600), inserted with ``metric_points_ingest`` in
    batches of at most 10,000: time from navigation to the first chart with data, to the first
-   screen (``#live-state`` reads "live", which the page sets after every section's history is in
-   and the websocket caught up, and every chart in the 1280x800 viewport has data) and to the full
-   page (every chart has data: those off screen are drawn when the browser is idle); median of 3
-   loads. Baseline: the
-   same run's raw points from ``GET /api/v1/runs/<id>/metrics/?page_size=500`` (the largest the
-   API allows); pages sampled at the start, middle and end, and the total extrapolated to all
-   pages (printed as such).
+   screen (every chart in the 1280x800 viewport has data) and to the full page (``#live-state``
+   reads "live", which the page sets after every section's history is in and the websocket caught
+   up, and every chart has data: those off screen are drawn when the browser is idle); median of 3
+   loads. Baseline: the same run's raw points from ``GET /api/v1/runs/<id>/metrics/?page_size=500``
+   (the largest the API allows); pages sampled at the start, middle and end, and the total
+   extrapolated to all pages (printed as such).
 
     .venv/bin/python bench/bench_dashboard.py [--quick]
 
@@ -61,6 +60,7 @@ SPY = """
   window.__firstChart = null;
   window.__screen = null;
   window.__full = null;
+  window.__chartAt = {}; // chart key -> when it first had data
   const marker = "__MARKER__";
   function frame() {
     const now = performance.now();
@@ -78,17 +78,20 @@ SPY = """
       const charts = Array.from(document.querySelectorAll(".chart"));
       const hasData = (c) => c.data && c.data.length > 0;
       const drawn = charts.filter(hasData);
+      for (const c of drawn) {
+        if (window.__chartAt[c.dataset.key] === undefined) window.__chartAt[c.dataset.key] = now;
+      }
       if (window.__firstChart === null && drawn.length) window.__firstChart = now;
       const live = document.getElementById("live-state");
       const isLive = live && live.textContent.trim() === "live";
-      if (window.__screen === null && isLive) {
+      if (isLive && charts.length && drawn.length === charts.length) {
+        // The first screen: the charts in the viewport once the page is whole, drawn by when the
+        // last of them was (the page never scrolls here, and no chart above them comes later).
         const seen = charts.filter((c) => {
           const r = c.getBoundingClientRect();
           return r.width > 0 && r.top < window.innerHeight && r.bottom > 0;
         });
-        if (seen.length && seen.every(hasData)) window.__screen = now;
-      }
-      if (isLive && charts.length && drawn.length === charts.length) {
+        window.__screen = Math.max(...seen.map((c) => window.__chartAt[c.dataset.key]));
         window.__full = { ms: now, charts: charts.length };
       }
     }
@@ -405,9 +408,9 @@ def main() -> int:
         print(f"load: run of {big_points:,} points, {args.loads} loads, median")
         print(f"{'first chart drawn (from navigation)':<44} {median['first']:7.0f}ms")
         met = "met" if median["screen"] < 1500 else "NOT met"
-        screen_name = "first screen: live, every chart in view drawn"
+        screen_name = "first screen: every chart in view drawn"
         print(f"{screen_name:<44} {median['screen']:7.0f}ms  goal < 1500 ms: {met}")
-        full_name = f"full page: all {loads[0]['charts']} charts drawn"
+        full_name = f"full page: live, all {loads[0]['charts']} charts drawn"
         print(f"{full_name:<44} {median['full']:7.0f}ms  (charts off screen: drawn when the browser is idle)")
         per_page = statistics.mean(raw_ms) if raw_ms else float("nan")
         print(
