@@ -102,6 +102,9 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
     columns = _columns(points)
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT_SQL, [run.pk, *columns.literals()])
+        # The time the new points were stored with: now() is the transaction's start.
+        cursor.execute("SELECT now()")
+        stored_at = cursor.fetchone()[0].isoformat()
     top = max(columns.steps, default=-1)
     if top > run.last_step:
         Run.objects.filter(pk=run.pk, last_step__lt=top).update(last_step=top)
@@ -110,7 +113,8 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
         {"step": step, "key": key, "source": source, "value": value}
         for step, key, source, value in zip(*columns, strict=True)
     ]
-    transaction.on_commit(lambda: broadcast_to_run(run.pk, {"type": "metrics.points", "points": payload}))
+    event = {"type": "metrics.points", "points": payload, "time": stored_at}
+    transaction.on_commit(lambda: broadcast_to_run(run.pk, event))
     return len(payload)
 
 

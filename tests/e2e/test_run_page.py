@@ -566,4 +566,25 @@ def test_a_long_run_is_drawn_from_downsampled_history(page, live_server_url, wat
                  .filter(t => t.fill === 'tonexty')[0].y"""
     )
     assert max(highs) == 1.0
+    page.uncheck("#minmax-band")
+
+    # Zoomed to steps 590-610, the chart reads that range again: every step, the spike as it is.
+    page.evaluate(
+        """() => Plotly.relayout(document.querySelector('.chart[data-key="reward/final"]'),
+                                 {"xaxis.range": [590.4, 609.6]})"""
+    )
+    _wait_chart(page, "reward/final", "div.data[0].x.length === 21")
+    zoomed = _trace(page, "reward/final", 0)
+    assert zoomed["x"] == list(range(590, 611))
+    assert zoomed["y"] == [1.0 if step == 601 else (step % 100) / 100 for step in range(590, 611)]
+    note = page.locator('figure[data-chart="reward/final"] .zoom-note')
+    assert note.inner_text() == "steps 590–610 in detail; double-click to go back"
+    # A double-click (autorange) goes back to the whole run's buckets.
+    page.evaluate(
+        """() => Plotly.relayout(document.querySelector('.chart[data-key="reward/final"]'),
+                                 {"xaxis.autorange": true})"""
+    )
+    _wait_chart(page, "reward/final", "div.data[0].x.length === " + str(len(drawn["x"])))
+    assert _trace(page, "reward/final", 0)["x"] == drawn["x"]
+    assert note.is_hidden()
     assert errors == []

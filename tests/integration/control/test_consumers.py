@@ -113,17 +113,29 @@ async def test_a_viewer_may_watch(layer, run, viewer, cookie_for):
         assert socket.connected is True
 
 
+@database_sync_to_async
+def _stored_at(run) -> str:
+    """The time the run's points were stored at (one ingest: one transaction, one time)."""
+    from control.models import MetricPoint
+
+    (time,) = set(MetricPoint.objects.filter(run=run).values_list("created_at", flat=True))
+    return time.isoformat()
+
+
 async def test_a_member_receives_points_of_an_ingest(layer, run, user, cookie_for, ingest):
     async with Socket(run.pk, cookie=await cookie_for(user)) as socket:
         assert socket.connected
         await database_sync_to_async(ingest)(run, (0, "reward/final", "geo", 0.5), (0, "actor/lr", "", None))
-        assert await socket.receive() == {
-            "type": "metrics.points",
-            "points": [
-                {"step": 0, "key": "reward/final", "source": "geo", "value": 0.5},
-                {"step": 0, "key": "actor/lr", "source": "", "value": None},
-            ],
-        }
+        message = await socket.receive()
+    # The points come with the time they were stored at (what x = wall time draws).
+    assert message.pop("time") == await _stored_at(run)
+    assert message == {
+        "type": "metrics.points",
+        "points": [
+            {"step": 0, "key": "reward/final", "source": "geo", "value": 0.5},
+            {"step": 0, "key": "actor/lr", "source": "", "value": None},
+        ],
+    }
 
 
 async def test_a_member_receives_points_posted_through_the_api(layer, run, user, cookie_for, run_client_for):
@@ -134,10 +146,12 @@ async def test_a_member_receives_points_posted_through_the_api(layer, run, user,
             f"/api/v1/runs/{run.pk}/metrics/", body, format="json"
         )
         assert response.status_code == 200
-        assert await socket.receive() == {
-            "type": "metrics.points",
-            "points": [{"step": 4, "key": "reward/accuracy", "source": "chart", "value": 0.75}],
-        }
+        message = await socket.receive()
+    assert message.pop("time") == await _stored_at(run)
+    assert message == {
+        "type": "metrics.points",
+        "points": [{"step": 4, "key": "reward/accuracy", "source": "chart", "value": 0.75}],
+    }
 
 
 async def test_points_of_another_run_do_not_arrive(layer, project, run, make_run, user, cookie_for, ingest):
@@ -185,6 +199,7 @@ async def test_catch_up_sends_the_points_after_a_step(
     assert message["more"] is False and "through_step" not in message
     assert [p["step"] for p in message["points"]] == steps
     assert [p["value"] for p in message["points"]] == [s / 4 for s in steps]
+    assert message["step_times"] == {str(step): await _stored_at(run) for step in steps}
 
 
 async def test_catch_up_without_a_step_sends_everything(layer, run, user, cookie_for, ingest):
@@ -305,7 +320,11 @@ async def test_every_watcher_of_a_run_receives_the_points(layer, run, user, view
         Socket(run.pk, cookie=await cookie_for(viewer)) as second,
     ):
         await database_sync_to_async(ingest)(run, (1, "k", "", 1.0))
-        expected = {"type": "metrics.points", "points": [{"step": 1, "key": "k", "source": "", "value": 1.0}]}
+        expected = {
+            "type": "metrics.points",
+            "points": [{"step": 1, "key": "k", "source": "", "value": 1.0}],
+            "time": await _stored_at(run),
+        }
         assert await first.receive() == expected
         assert await second.receive() == expected
 

@@ -163,7 +163,11 @@ def test_the_broadcast_carries_the_stored_points_once_the_transaction_commits(
         ingest(run, (1, "k", "s", 0.5), (2, "k", "s", float("nan")), (1, "k", "s", 0.7))
         assert sent == []  # nothing leaves before the commit
     assert len(callbacks) == 1
-    # Deduplicated (the last 0.7 wins), in first-seen order, NaN as null.
+    # Deduplicated (the last 0.7 wins), in first-seen order, NaN as null; with the time they were
+    # stored at.
+    from control.models import MetricPoint
+
+    (stored_at,) = set(MetricPoint.objects.filter(run=run).values_list("created_at", flat=True))
     assert sent == [
         (
             run.pk,
@@ -173,6 +177,7 @@ def test_the_broadcast_carries_the_stored_points_once_the_transaction_commits(
                     {"step": 1, "key": "k", "source": "s", "value": 0.7},
                     {"step": 2, "key": "k", "source": "s", "value": None},
                 ],
+                "time": stored_at.isoformat(),
             },
         )
     ]

@@ -3,7 +3,7 @@
 // run_live.js (websocket), run_controls.js (header, buttons and chart controls), run_logs.js
 // (log tail and artifacts). This one wires them together.
 
-import { Changes, SeriesStore, REQUESTS, fetchRequest } from "./run_series.js";
+import { Changes, SeriesStore, REQUESTS, fetchRequest, fetchSeries } from "./run_series.js";
 import { ChartBoard, SourceStyles } from "./run_charts.js";
 import { Live } from "./run_live.js";
 import { Controls, Header } from "./run_controls.js";
@@ -51,6 +51,23 @@ function maxPointsFor(request) {
   return board.widthFor(request.section, request.wide) / PIXELS_PER_POINT;
 }
 
+// A zoomed chart's range, read again at the chart's resolution: its series only.
+board.onZoom = async (chart, lo, hi) => {
+  const members = Array.from(chart.members.keys());
+  const keys = Array.from(new Set(members.map((series) => series.key)));
+  const sources = Array.from(new Set(members.map((series) => series.source)));
+  const body = await fetchSeries(config.id, {
+    keys: keys,
+    sources: sources.some((name) => name.includes(",")) ? undefined : sources,
+    maxPoints: chart.div.clientWidth / PIXELS_PER_POINT,
+    startStep: lo,
+    endStep: hi,
+  });
+  const store = new SeriesStore();
+  store.addResponse(body);
+  return store;
+};
+
 // Every history request of the page from ``startStep`` into ``store``; resolves to the changes and
 // the step every series is complete through (the smallest last_step the responses saw).
 // ``arrived(index)`` is called as each request (REQUESTS[index]) is answered or fails, so a section
@@ -89,8 +106,8 @@ async function load(runId, store, startStep, { sectionStates, arrived } = {}) {
 }
 
 const live = new Live(config.id, {
-  apply(points) {
-    const changes = board.store.addPoints(points);
+  apply(points, times) {
+    const changes = board.store.addPoints(points, times);
     board.queue(changes);
     let top = -1;
     for (const p of points) if (p.step > top) top = p.step;

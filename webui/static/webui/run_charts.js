@@ -7,7 +7,7 @@
 // axis labels) goes through escapeHtml, because Plotly reads a subset of HTML in them.
 
 import { el } from "./run_dom.js";
-import { Changes, GLOBAL } from "./run_series.js";
+import { Changes, GLOBAL, Series } from "./run_series.js";
 
 // Tableau 10: a source's colour is PALETTE[i % 10] and its dash DASHES[i % 6], where i is its
 // place in the run's sorted source list, so every chart shows a source alike and colour is never
@@ -386,11 +386,12 @@ class LineChart extends Chart {
     for (const { series, slot } of members) {
       const style = this.board.styles.style(series.source);
       const width = slot === 0 ? 2 : 1;
+      const data = this.view(series);
       push("raw", series, {
         type: "scatter",
-        mode: series.steps.length === 1 ? "markers" : "lines",
-        x: this.board.xOf(series).slice(),
-        y: series.values.slice(),
+        mode: data.steps.length === 1 ? "markers" : "lines",
+        x: this.board.xOf(data).slice(),
+        y: data.values.slice(),
         name: escapeHtml(this.label(series)),
         line: { color: style.colour, width: smoothing ? 1 : width, dash: smoothing ? "solid" : style.dash, shape: this.spec.lineShape || "linear" },
         marker: { color: style.colour, size: 5 },
@@ -405,11 +406,12 @@ class LineChart extends Chart {
         const style = this.board.styles.style(series.source);
         const state = emaStart();
         this.ema.set(series, state);
+        const data = this.view(series);
         push("smooth", series, {
           type: "scatter",
           mode: "lines",
-          x: this.board.xOf(series).slice(),
-          y: emaOf(series.values, o.smoothing, state),
+          x: this.board.xOf(data).slice(),
+          y: emaOf(data.values, o.smoothing, state),
           name: escapeHtml(this.label(series)),
           line: { color: style.colour, width: slot === 0 ? 2 : 1, dash: style.dash, shape: this.spec.lineShape || "linear" },
           visible: this.visibleFor(series),
@@ -420,19 +422,20 @@ class LineChart extends Chart {
     if (o.band) {
       for (const { series } of members) {
         const style = this.board.styles.style(series.source);
+        const data = this.view(series);
         const common = {
           type: "scatter",
           mode: "lines",
-          x: this.board.xOf(series).slice(),
+          x: this.board.xOf(data).slice(),
           line: { width: 0, color: style.colour, shape: this.spec.lineShape || "linear" },
           hoverinfo: "skip",
           visible: this.visibleFor(series),
           name: escapeHtml(this.label(series) + " min/max"),
         };
-        push("lo", series, { ...common, y: bandOf(series.mins, series.values) });
+        push("lo", series, { ...common, y: bandOf(data.mins, data.values) });
         push("hi", series, {
           ...common,
-          y: bandOf(series.maxs, series.values),
+          y: bandOf(data.maxs, data.values),
           fill: "tonexty",
           fillcolor: rgba(style.colour, 0.18),
         });
@@ -464,11 +467,35 @@ class LineChart extends Chart {
     this.dirty = false;
     this.later = null;
     this.laterSwitched = false;
-    return Plotly.react(this.div, this.traces(), this.layout(), PLOTLY_CONFIG);
+    this.showZoom();
+    return Plotly.react(this.div, this.traces(), this.layout(), PLOTLY_CONFIG).then(() => {
+      if (this.listening) return;
+      this.listening = true;
+      this.div.on("plotly_relayout", (event) => this.board.relayouted(this, event));
+    });
   }
 
-  // New points of member series, appended to their traces in one extendTraces call.
+  // What a trace of ``series`` draws: the series, or while zoomed its finer history of the range.
+  view(series) {
+    if (!this.zoom) return series;
+    return this.zoom.store.get(series.key, series.source) || new Series(series.key, series.source);
+  }
+
+  showZoom() {
+    if (!this.zoomNote) {
+      this.zoomNote = el("span", "chart-note muted zoom-note");
+      this.figure.querySelector("figcaption").appendChild(this.zoomNote);
+    }
+    this.zoomNote.hidden = !this.zoom;
+    if (this.zoom) {
+      this.zoomNote.textContent = "steps " + this.zoom.lo + "–" + this.zoom.hi + " in detail; double-click to go back";
+    }
+  }
+
+  // New points of member series, appended to their traces in one extendTraces call. A zoomed
+  // chart shows a range of its history and is drawn whole again when the zoom ends.
   extend(changes) {
+    if (this.zoom) return null;
     const o = this.board.options;
     const update = { x: [], y: [] };
     const indices = [];
@@ -783,6 +810,35 @@ export class ChartBoard {
       else if (section.state === "error") section.empty.textContent = "Could not load: " + section.message;
       else section.empty.textContent = SECTIONS[name].empty;
     }
+  }
+
+  // A chart was zoomed or panned (or reset by a double-click): on the step axis, the range is read
+  // again from the series API (``onZoom(chart, lo, hi)`` resolves to a SeriesStore), so a zoom
+  // shows finer buckets than the whole run's; the latest zoom of a chart wins.
+  relayouted(chart, event) {
+    if (!this.onZoom || this.options.x !== "step") return;
+    if (event["xaxis.autorange"]) {
+      chart.zoomToken = (chart.zoomToken || 0) + 1;
+      if (chart.zoom) {
+        chart.zoom = null;
+        chart.render();
+      }
+      return;
+    }
+    const range = event["xaxis.range"] || [event["xaxis.range[0]"], event["xaxis.range[1]"]];
+    if (!Number.isFinite(range[0]) || !Number.isFinite(range[1])) return;
+    const lo = Math.max(0, Math.floor(Math.min(range[0], range[1])));
+    const hi = Math.max(lo, Math.ceil(Math.max(range[0], range[1])));
+    const token = (chart.zoomToken || 0) + 1;
+    chart.zoomToken = token;
+    this.onZoom(chart, lo, hi).then(
+      (store) => {
+        if (chart.zoomToken !== token || this.charts.get(chart.spec.id) !== chart) return;
+        chart.zoom = { store: store, lo: lo, hi: hi };
+        chart.render();
+      },
+      () => {}, // the chart keeps the buckets it has
+    );
   }
 
   // The charts on or near the screen, read in one pass (one layout) before anything is drawn.

@@ -11,7 +11,9 @@
 export class Live {
   constructor(runId, handlers) {
     this.runId = runId;
-    this.handlers = handlers; // {apply(points), gap(startStep) -> Promise<step>, status(run), alert(alert), state(text)}
+    // {apply(points, {time, stepTimes}), gap(startStep) -> Promise<step>, status(run), alert(alert),
+    // state(text)}
+    this.handlers = handlers;
     this.through = -1; // the page holds every point up to this step
     this.holding = 0;
     this.buffer = [];
@@ -44,12 +46,12 @@ export class Live {
   drain() {
     const waiting = this.buffer;
     this.buffer = [];
-    for (const points of waiting) this.apply(points);
+    for (const [points, times] of waiting) this.apply(points, times);
   }
 
-  apply(points) {
+  apply(points, times = {}) {
     if (!points.length) return;
-    this.handlers.apply(points);
+    this.handlers.apply(points, times);
     for (const p of points) if (p.step > this.through) this.through = p.step;
   }
 
@@ -96,8 +98,8 @@ export class Live {
       }
       if (msg.type === "metrics.points" && msg.catch_up) this.caughtUp(msg, socket, release);
       else if (msg.type === "metrics.points") {
-        if (this.holding) this.buffer.push(msg.points);
-        else this.apply(msg.points);
+        if (this.holding) this.buffer.push([msg.points, { time: msg.time }]);
+        else this.apply(msg.points, { time: msg.time });
       } else if (msg.type === "run.status") this.handlers.status(msg.run);
       else if (msg.type === "alerts.fired") this.handlers.alert(msg.alert);
     };
@@ -113,7 +115,7 @@ export class Live {
   }
 
   async caughtUp(msg, socket, release) {
-    this.apply(msg.points);
+    this.apply(msg.points, { stepTimes: msg.step_times });
     if (msg.more) {
       this.raise(msg.through_step);
       this.state("reading the steps after " + msg.through_step + "…");

@@ -6,6 +6,7 @@
 import { requestJson } from "./run_dom.js";
 
 export const GLOBAL = "";
+const GLOBAL_PARAM = "_global"; // the global source in the series API's ``sources``
 export const MIN_POINTS = 10; // the series API's bounds on max_points
 export const MAX_POINTS = 10000;
 
@@ -161,13 +162,16 @@ export class SeriesStore {
     return changes;
   }
 
-  // Points of the websocket ({step, key, source, value}); they carry no time, so x = wall time
-  // places them when they arrived (within a second of when they were stored).
-  addPoints(points, now = Date.now(), changes = new Changes()) {
+  // Points of the websocket ({step, key, source, value}). For x = wall time: ``time`` is when a
+  // live batch was stored, ``stepTimes`` when each step of a catch-up was (ISO 8601); without
+  // either, when the points arrived.
+  addPoints(points, { time = null, stepTimes = null } = {}, changes = new Changes()) {
+    const batchTime = timeOf(time) ?? Date.now();
     const sorted = points.slice().sort((a, b) => a.step - b.step);
     for (const p of sorted) {
       const series = this.ensure(p.key, p.source || GLOBAL, changes);
-      const outcome = series.add(p.step, p.value, p.value, p.value, now);
+      const at = (stepTimes && timeOf(stepTimes[p.step])) ?? batchTime;
+      const outcome = series.add(p.step, p.value, p.value, p.value, at);
       changes.note(series, series.steps.length - 1, outcome);
     }
     return changes;
@@ -176,11 +180,13 @@ export class SeriesStore {
 
 // GET /api/v1/runs/{run}/series/ with the page's session; resolves to the JSON body, rejects with
 // an Error whose status and message come from the API's error shape.
-export async function fetchSeries(runId, { keys, maxPoints, startStep, x }) {
+export async function fetchSeries(runId, { keys, sources, maxPoints, startStep, endStep, x }) {
   const params = new URLSearchParams();
   params.set("keys", keys.join(","));
+  if (sources) params.set("sources", sources.map((s) => (s === GLOBAL ? GLOBAL_PARAM : s)).join(","));
   params.set("max_points", String(clampPoints(maxPoints)));
   if (startStep !== undefined && startStep !== null && startStep > 0) params.set("start_step", String(startStep));
+  if (endStep !== undefined && endStep !== null) params.set("end_step", String(endStep));
   if (x === "time") params.set("x", "time");
   return requestJson("GET", "/api/v1/runs/" + encodeURIComponent(runId) + "/series/?" + params);
 }
