@@ -1,6 +1,6 @@
 """Domain models of the control plane."""
 
-from control.models.alerts import Alert, AlertRule
+from control.models.alerts import Alert, AlertDelivery, AlertRule, AlertState, NotificationChannel
 from control.models.compute import ComputeTarget
 from control.models.data import Dataset, DatasetVersion, DataSource, Tag
 from control.models.metrics import MetricPoint
@@ -11,13 +11,16 @@ from control.models.uploads import Upload
 
 __all__ = [
     "Alert",
+    "AlertDelivery",
     "AlertRule",
+    "AlertState",
     "ApiToken",
     "ComputeTarget",
     "DataSource",
     "Dataset",
     "DatasetVersion",
     "MetricPoint",
+    "NotificationChannel",
     "Project",
     "ProjectMembership",
     "Run",

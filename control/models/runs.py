@@ -39,6 +39,7 @@ class Run(models.Model):
     num_gpus = models.FloatField(default=0.0, help_text="GPUs reserved for the job's entrypoint")
     total_steps = models.PositiveIntegerField(default=0)
     last_step = models.IntegerField(default=-1)
+    last_metric_at = models.DateTimeField(null=True, blank=True, help_text="when a point last arrived")
     attempt = models.PositiveIntegerField(default=0, help_text="1 for the first submission, +1 per resume")
     resumed_from_step = models.IntegerField(null=True, blank=True)
     attempt_started_step = models.IntegerField(
