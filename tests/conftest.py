@@ -39,7 +39,7 @@ def make_project(db):
     from control.services.projects import project_create
 
     def make(owner, name: str | None = None):
-        return project_create(user=owner, name=name or f"project {next(_counter)}")
+        return project_create(user=owner, name=name or f"project {next(_counter)}", default_alerts=False)
 
     return make
 

@@ -1,7 +1,21 @@
+"""Alert rules judged as points arrive, on a run's change of state, and on a stalled run.
+
+At ingest each matching (rule, source, key) series is judged point by point by
+:mod:`control.services.alert_engine` from its stored rolling state (``AlertState``), never by
+reading the series back: a request costs a few queries whatever the run's length (the rules, the
+states, the open alerts, one upsert of the states). An alert opens when a rule fires, at most one
+open per rule, run and source, not again within the rule's cooldown, and resolves itself once the
+condition has been clear for the rule's ``auto_resolve_steps``. Notifications leave through
+Celery (``workers.tasks.alert_deliver``) and the run's websocket once the transaction commits,
+so an ingest never waits on them.
+"""
+
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -9,116 +23,448 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control.errors import Conflict, DomainError
-from control.models import Alert, AlertRule, MetricPoint, Project, Run
+from control.models import Alert, AlertRule, AlertState, MetricPoint, NotificationChannel, Project, Run
+from control.services.alert_defaults import HINTS
+from control.services.alert_engine import (
+    RuleSpec,
+    Verdict,
+    clears,
+    describe,
+    fires,
+    glob_matches,
+    judge,
+    source_matches,
+)
 from control.services.broadcast import broadcast_to_run, enqueue_task
 
 if TYPE_CHECKING:
     from control.services.metrics import PointIn
 
 ALERT_DELIVER_TASK = "workers.tasks.alert_deliver"
+POINT_KINDS = (
+    AlertRule.Kind.THRESHOLD,
+    AlertRule.Kind.CHANGE,
+    AlertRule.Kind.NOT_FINITE,
+    AlertRule.Kind.RATE,
+)
+THRESHOLD_KEY = "detection/iou_threshold"
+# Rate rules keep the numerator or denominator of a step whose other half has not come yet.
+PENDING_STEPS = 8
+
+_CONDITIONS = {
+    AlertRule.Kind.THRESHOLD: ("above", "below"),
+    AlertRule.Kind.RATE: ("above", "below"),
+    AlertRule.Kind.CHANGE: ("drop", "rise"),
+    AlertRule.Kind.NOT_FINITE: ("not_finite",),
+}
 
 
-def condition_holds(condition: str, value: float | None, threshold: float) -> bool:
-    """Whether one value violates a rule (a missing value stands for NaN/inf)."""
-    if condition == AlertRule.Condition.NOT_FINITE:
-        return value is None or not math.isfinite(value)
-    if value is None or not math.isfinite(value):
-        return False
-    if condition == AlertRule.Condition.ABOVE:
-        return value > threshold
-    if condition == AlertRule.Condition.BELOW:
-        return value < threshold
-    raise ValueError(f"unknown condition {condition!r}")
+# ---- rules ---------------------------------------------------------------------------------
 
 
-def alert_rule_create(*, project: Project, user: AbstractBaseUser, **fields) -> AlertRule:
-    if fields.get("condition") not in AlertRule.Condition.values:
-        allowed = ", ".join(AlertRule.Condition.values)
-        raise DomainError(f"condition must be one of {allowed}", fields={"condition": ["invalid"]})
-    try:
-        with transaction.atomic():
-            return AlertRule.objects.create(project=project, created_by=user, **fields)
-    except IntegrityError as exc:
-        raise Conflict(f"an alert rule named {fields.get('name')!r} already exists in this project") from exc
+def _refuse(field: str, message: str) -> DomainError:
+    return DomainError(f"{field}: {message}", fields={field: [message]})
 
 
-def alert_rule_update(*, rule: AlertRule, **fields) -> AlertRule:
-    """Change a rule's settings; renaming it to a name taken in its project is a conflict."""
-    for name, value in fields.items():
-        setattr(rule, name, value)
+def _rule_check(rule: AlertRule) -> None:
+    """The fields a rule of its kind needs, with a message that says what to fix."""
+    kinds = AlertRule.Kind.values
+    if rule.kind not in kinds:
+        raise _refuse("kind", f"must be one of {', '.join(kinds)}")
+    if rule.kind in POINT_KINDS:
+        if not rule.key:
+            raise _refuse("key", "required: the metric key (or prefix*) the rule watches")
+        allowed = _CONDITIONS[rule.kind]
+        if rule.condition not in allowed:
+            raise _refuse("condition", f"a {rule.kind} rule needs one of {', '.join(allowed)}")
+        if not math.isfinite(rule.threshold):
+            raise _refuse("threshold", "must be a finite number")
+        if rule.window < 1 or rule.window > 1000:
+            raise _refuse("window", "must be between 1 and 1000 steps")
+    if rule.kind == AlertRule.Kind.CHANGE:
+        if rule.change_by not in AlertRule.ChangeBy.values:
+            raise _refuse("change_by", "must be fraction or mad")
+        if rule.threshold <= 0:
+            raise _refuse("threshold", "a change rule needs a positive fraction or number of deviations")
+        if rule.change_by == AlertRule.ChangeBy.MAD and rule.window < 3:
+            raise _refuse("window", "a median/MAD baseline needs a window of at least 3 steps")
+    if rule.kind == AlertRule.Kind.RATE and not rule.denominator_key:
+        raise _refuse("denominator_key", "required: the key the rate divides by (e.g. count)")
+    if rule.kind == AlertRule.Kind.STALL and rule.stall_minutes < 1:
+        raise _refuse("stall_minutes", "must be at least 1 minute")
+    if rule.kind == AlertRule.Kind.LIFECYCLE:
+        states = rule.lifecycle_states
+        if not states or not isinstance(states, list) or not set(states) <= set(Run.Status.values):
+            names = ", ".join(Run.Status.values)
+            raise _refuse("lifecycle_states", f"a non-empty list of run states: {names}")
+    if rule.severity not in AlertRule.Severity.values:
+        raise _refuse("severity", "must be info, warning or error")
+    if not isinstance(rule.run_ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in rule.run_ids
+    ):
+        raise _refuse("run_ids", "a list of run ids")
+    if not isinstance(rule.run_tags, list) or not all(isinstance(t, str) for t in rule.run_tags):
+        raise _refuse("run_tags", "a list of tag names")
+
+
+def _channels_check(project: Project, channels: Iterable[NotificationChannel]) -> list[NotificationChannel]:
+    channels = list(channels)
+    for channel in channels:
+        if channel.project_id != project.pk:
+            raise _refuse("channels", f"channel {channel.pk} belongs to another project")
+    return channels
+
+
+def alert_rule_create(
+    *,
+    project: Project,
+    user: AbstractBaseUser,
+    channels: Iterable[NotificationChannel] = (),
+    **fields,
+) -> AlertRule:
+    """Create a rule after checking what its kind needs; a rule without a kind whose condition is
+    not_finite is a not_finite rule (what older clients send)."""
+    if "kind" not in fields and fields.get("condition") == AlertRule.Condition.NOT_FINITE:
+        fields["kind"] = AlertRule.Kind.NOT_FINITE
+    rule = AlertRule(project=project, created_by=user, **fields)
+    _rule_check(rule)
+    picked = _channels_check(project, channels)
     try:
         with transaction.atomic():
             rule.save()
+            rule.channels.set(picked)
+    except IntegrityError as exc:
+        raise Conflict(f"an alert rule named {fields.get('name')!r} already exists in this project") from exc
+    return rule
+
+
+def alert_rule_update(
+    *, rule: AlertRule, channels: Iterable[NotificationChannel] | None = None, **fields
+) -> AlertRule:
+    """Change a rule's settings; a change to what it judges starts its rolling state afresh."""
+    judged = {"kind", "key", "source", "condition", "threshold", "window", "change_by", "warmup"}
+    judged.add("denominator_key")
+    restart = any(name in judged and getattr(rule, name) != value for name, value in fields.items())
+    for name, value in fields.items():
+        setattr(rule, name, value)
+    _rule_check(rule)
+    picked = None if channels is None else _channels_check(rule.project, channels)
+    try:
+        with transaction.atomic():
+            rule.save()
+            if picked is not None:
+                rule.channels.set(picked)
+            if restart:
+                rule.states.all().delete()
     except IntegrityError as exc:
         raise Conflict(f"an alert rule named {rule.name!r} already exists in this project") from exc
     return rule
 
 
-def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
-    """Evaluate the project's enabled rules on newly ingested points of ``run``.
+# ---- which rules watch a run ---------------------------------------------------------------
 
-    A rule fires for a (run, source) when its condition held on the last
-    ``window`` points of the series; it does not fire again while an alert for the
-    same rule, run and source is open, nor within the cooldown after the last one.
-    When the condition stops holding, a firing alert resolves itself.
+
+def _rules_for(run: Run, kinds: Sequence[str]) -> list[AlertRule]:
+    """The project's enabled rules of ``kinds`` whose scope takes in ``run``."""
+    rules = list(AlertRule.objects.filter(project_id=run.project_id, enabled=True, kind__in=kinds))
+    tags: set[str] | None = None
+    picked = []
+    for rule in rules:
+        if rule.run_ids and run.pk not in rule.run_ids:
+            continue
+        if rule.run_tags:
+            if tags is None:
+                tags = set(run.run_sources.values_list("data_source__tags__name", flat=True)) - {None}
+            if not tags & set(rule.run_tags):
+                continue
+        picked.append(rule)
+    return picked
+
+
+def _spec(rule: AlertRule) -> RuleSpec:
+    return RuleSpec(
+        kind=rule.kind,
+        condition=rule.condition,
+        threshold=rule.threshold,
+        window=rule.window,
+        change_by=rule.change_by,
+        warmup=rule.warmup,
+    )
+
+
+# ---- evaluation at ingest ------------------------------------------------------------------
+
+
+def _series_of(points: Sequence[PointIn]) -> dict[tuple[str, str], list[tuple[int, float | None]]]:
+    """Points by (key, source), in step order, one value a step (the last one given)."""
+    by: dict[tuple[str, str], dict[int, float | None]] = {}
+    for p in points:
+        value = p.value if p.value is not None and math.isfinite(p.value) else None
+        by.setdefault((p.key, p.source), {})[int(p.step)] = value
+    return {k: sorted(v.items()) for k, v in by.items()}
+
+
+def _rates(
+    state: dict, numerator: list[tuple[int, float | None]], denominator: list[tuple[int, float | None]]
+) -> tuple[dict, list[tuple[int, float | None]]]:
+    """Ratios of the steps whose two halves are known (this batch, or waiting in the state)."""
+    pending = {int(k): list(v) for k, v in state.get("pending", {}).items()}
+    for step, value in numerator:
+        pending.setdefault(step, [None, None])[0] = value
+    for step, value in denominator:
+        pending.setdefault(step, [None, None])[1] = value
+    ready = []
+    for step in sorted(pending):
+        num, den = pending[step]
+        if num is not None and den is not None:
+            ready.append((step, num / den if den > 0 else None))
+            del pending[step]
+    kept = sorted(pending)[-PENDING_STEPS:]
+    state = {**state, "pending": {str(k): pending[k] for k in kept}}
+    return state, ready
+
+
+def _iou_context(run: Run, step: int, since: int | None) -> str:
+    """ "right after the IoU threshold rose to 0.95 at step 40" when it switched in the steps before
+    the alert (its streak, or the last 10 steps)."""
+    low = min(since if since is not None else step, step - 10)
+    values = list(
+        MetricPoint.objects.filter(run=run, key=THRESHOLD_KEY, source="", step__gte=low - 1, step__lte=step)
+        .order_by("step")
+        .values_list("step", "value")
+    )
+    switch = None
+    for (_, before), (at, after) in zip(values, values[1:], strict=False):
+        if before is not None and after is not None and after != before:
+            switch = (at, before, after)
+    if switch is None:
+        return ""
+    at, before, after = switch
+    verb = "rose" if after > before else "fell"
+    return f"right after the IoU threshold {verb} to {after:.4g} at step {at}"
+
+
+def _open_alert(
+    *, rule: AlertRule, run: Run, source: str, key: str, step: int, value: float | None, message: str
+) -> Alert | None:
+    """Create the alert, unless one is already open for (rule, run, source): then None."""
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                rule=rule,
+                run=run,
+                source=source,
+                key=key,
+                severity=rule.severity,
+                step=step,
+                value=value,
+                message=message[:2000],
+            )
+    except IntegrityError:
+        return None  # a concurrent request opened the same alert first: de-duplicated
+    payload = {
+        "id": alert.pk,
+        "message": alert.message,
+        "severity": alert.severity,
+        "source": alert.source,
+        "key": alert.key,
+        "step": alert.step,
+        "rule": rule.name,
+    }
+    transaction.on_commit(lambda: enqueue_task(ALERT_DELIVER_TASK, alert.pk))
+    transaction.on_commit(lambda: broadcast_to_run(run.pk, {"type": "alerts.fired", "alert": payload}))
+    return alert
+
+
+def _resolve_open(alert: Alert, now) -> None:
+    alert.state = Alert.State.RESOLVED
+    alert.resolved_at = now
+    alert.save(update_fields=["state", "resolved_at"])
+
+
+def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
+    """Judge the project's point rules on newly ingested points of ``run``; returns the alerts opened.
+
+    Runs inside the ingest's transaction: the states are locked (one ingest of a run at a time
+    judges them) and written back in one upsert.
     """
-    rules = list(AlertRule.objects.filter(project_id=run.project_id, enabled=True))
+    if not points:
+        return []
+    now = timezone.now()
+    if run.last_metric_at is None or now - run.last_metric_at > timedelta(minutes=1):
+        _resolve_stalls(run)
+    rules = _rules_for(run, POINT_KINDS)
     if not rules:
         return []
-    latest: dict[tuple[str, str], PointIn] = {}
-    for p in points:
-        current = latest.get((p.key, p.source))
-        if current is None or p.step >= current.step:
-            latest[(p.key, p.source)] = p
-    fired: list[Alert] = []
-    now = timezone.now()
+    series = _series_of(points)
+    # What each rule watches in this batch: (rule, key, source, [(step, value)]).
+    work: list[tuple[AlertRule, str, str, list]] = []
+    rate_work: list[tuple[AlertRule, str, str, list, list]] = []
     for rule in rules:
-        for (key, source), point in latest.items():
-            if key != rule.key or (rule.source and rule.source != source):
+        if rule.kind == AlertRule.Kind.RATE:
+            sources = {s for (k, s) in series if k in (rule.key, rule.denominator_key)}
+            for source in sorted(sources):
+                if not source_matches(rule.source, source):
+                    continue
+                numerator = series.get((rule.key, source), [])
+                denominator = series.get((rule.denominator_key, source), [])
+                rate_work.append((rule, rule.key, source, numerator, denominator))
+            continue
+        for (key, source), values in series.items():
+            if glob_matches(rule.key, key) and source_matches(rule.source, source):
+                work.append((rule, key, source, values))
+    if not work and not rate_work:
+        return []
+    by_id = {rule.pk: rule for rule in rules}
+    stored = {
+        (s.rule_id, s.source, s.key): s
+        for s in AlertState.objects.select_for_update().filter(run=run, rule_id__in=list(by_id))
+    }
+    open_alerts = {
+        (a.rule_id, a.source): a
+        for a in Alert.objects.filter(run=run, rule_id__in=list(by_id), state__in=Alert.OPEN)
+    }
+    changed: dict[tuple[int, str, str], dict] = {}
+    opened: list[Alert] = []
+
+    def state_of(rule: AlertRule, source: str, key: str) -> dict:
+        ident = (rule.pk, source, key)
+        if ident in changed:
+            return changed[ident]
+        row = stored.get(ident)
+        return dict(row.state) if row is not None else {}
+
+    def judged(rule: AlertRule, key: str, source: str, values: list, state: dict) -> dict:
+        spec = _spec(rule)
+        for step, value in values:
+            state, verdict = judge(spec, state, step, value)
+            if verdict.holds is None:
                 continue
-            values = list(
-                MetricPoint.objects.filter(run=run, key=key, source=source, step__lte=point.step)
-                .order_by("-step")
-                .values_list("value", flat=True)[: rule.window]
+            current = open_alerts.get((rule.pk, source))
+            if current is not None:
+                if clears(state, rule.auto_resolve_steps):
+                    _resolve_open(current, now)
+                    del open_alerts[(rule.pk, source)]
+                continue
+            if not fires(spec, verdict):
+                continue
+            fired_at = state.get("fired_at")
+            if fired_at is not None and time.time() - fired_at < rule.cooldown_seconds:
+                continue
+            alert = _fire(rule, run, key, source, step, value, verdict)
+            if alert is not None:
+                opened.append(alert)
+                open_alerts[(rule.pk, source)] = alert
+                state = {**state, "fired_at": time.time(), "fired_step": step}
+        return state
+
+    for rule, key, source, values in work:
+        changed[(rule.pk, source, key)] = judged(rule, key, source, values, state_of(rule, source, key))
+    for rule, key, source, numerator, denominator in rate_work:
+        state, ratios = _rates(state_of(rule, source, key), numerator, denominator)
+        changed[(rule.pk, source, key)] = judged(rule, key, source, ratios, state)
+    AlertState.objects.bulk_create(
+        [
+            AlertState(rule_id=rule_id, run=run, source=source, key=key, state=state, updated_at=now)
+            for (rule_id, source, key), state in changed.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["rule", "run", "source", "key"],
+        update_fields=["state", "updated_at"],
+    )
+    return opened
+
+
+def _fire(
+    rule: AlertRule, run: Run, key: str, source: str, step: int, value: float | None, verdict: Verdict
+) -> Alert | None:
+    context = ""
+    if rule.kind in (AlertRule.Kind.CHANGE, AlertRule.Kind.THRESHOLD) and key.startswith("reward/"):
+        context = _iou_context(run, step, verdict.since)
+    message = describe(
+        rule_name=rule.name,
+        spec=_spec(rule),
+        key=key,
+        source=source,
+        step=step,
+        value=value,
+        verdict=verdict,
+        denominator_key=rule.denominator_key,
+        context=context,
+        hint=HINTS.get(rule.builtin, ""),
+    )
+    return _open_alert(rule=rule, run=run, source=source, key=key, step=step, value=value, message=message)
+
+
+# ---- runs: their state, and stalls ---------------------------------------------------------
+
+
+def alert_rules_on_run_state(*, run: Run) -> list[Alert]:
+    """Lifecycle rules on a run that just reached ``run.status``."""
+    opened = []
+    for rule in _rules_for(run, [AlertRule.Kind.LIFECYCLE]):
+        if run.status not in rule.lifecycle_states:
+            continue
+        why = f" ({run.error})" if run.error else ""
+        message = (
+            f"{rule.name}: run {run.name!r} is {run.status} at step {run.last_step},"
+            f" attempt {run.attempt}{why}"
+        )
+        hint = HINTS.get(rule.builtin, "")
+        alert = _open_alert(
+            rule=rule,
+            run=run,
+            source="",
+            key="",
+            step=max(run.last_step, 0),
+            value=None,
+            message=message + (f"; {hint}" if hint else ""),
+        )
+        if alert is not None:
+            opened.append(alert)
+    return opened
+
+
+def alerts_check_stalls(*, now=None) -> list[Alert]:
+    """Stall rules on every running run: no new point for the rule's minutes (since the attempt
+    began running, when none came yet). Called by the beat's reconciliation."""
+    now = now or timezone.now()
+    rules = list(AlertRule.objects.filter(enabled=True, kind=AlertRule.Kind.STALL))
+    if not rules:
+        return []
+    opened = []
+    projects = {rule.project_id for rule in rules}
+    for run in Run.objects.filter(status=Run.Status.RUNNING, project_id__in=projects):
+        last = run.last_metric_at or run.attempt_started_at
+        if last is None:
+            continue
+        for rule in _rules_for(run, [AlertRule.Kind.STALL]):
+            if now - last < timedelta(minutes=rule.stall_minutes):
+                continue
+            minutes = int((now - last).total_seconds() // 60)
+            hint = HINTS.get(rule.builtin, "")
+            message = (
+                f"{rule.name}: run {run.name!r} reported nothing for {minutes} minutes "
+                f"(last step {run.last_step})" + (f"; {hint}" if hint else "")
             )
-            holds = len(values) == rule.window and all(
-                condition_holds(rule.condition, v, rule.threshold) for v in values
-            )
-            open_alert = Alert.objects.filter(rule=rule, run=run, source=source, state__in=Alert.OPEN).first()
-            if not holds:
-                if open_alert is not None and open_alert.state == Alert.State.FIRING:
-                    open_alert.state = Alert.State.RESOLVED
-                    open_alert.resolved_at = now
-                    open_alert.save(update_fields=["state", "resolved_at"])
-                continue
-            if open_alert is not None:
-                continue
-            last = Alert.objects.filter(rule=rule, run=run, source=source).order_by("-fired_at").first()
-            if last is not None and (now - last.fired_at).total_seconds() < rule.cooldown_seconds:
-                continue
-            value = point.value if point.value is not None and math.isfinite(point.value) else None
-            where = f" on source {source}" if source else ""
-            try:
-                with transaction.atomic():
-                    alert = Alert.objects.create(
-                        rule=rule,
-                        run=run,
-                        source=source,
-                        step=point.step,
-                        value=value,
-                        message=f"{rule.name}: {key}{where} is {point.value} at step {point.step} "
-                        f"({rule.get_condition_display().replace('threshold', str(rule.threshold))})",
-                    )
-            except IntegrityError:
-                continue  # a concurrent ingest of this run opened the same alert first: de-duplicated
-            fired.append(alert)
-            transaction.on_commit(lambda a=alert: enqueue_task(ALERT_DELIVER_TASK, a.pk))
-            transaction.on_commit(
-                lambda a=alert: broadcast_to_run(
-                    run.pk, {"type": "alerts.fired", "alert": {"id": a.pk, "message": a.message}}
+            with transaction.atomic():
+                step = max(run.last_step, 0)
+                alert = _open_alert(
+                    rule=rule, run=run, source="", key="", step=step, value=None, message=message
                 )
-            )
-    return fired
+            if alert is not None:
+                opened.append(alert)
+    return opened
+
+
+def _resolve_stalls(run: Run) -> None:
+    """New points: the run's open stall alerts resolve themselves."""
+    Alert.objects.filter(run=run, rule__kind=AlertRule.Kind.STALL, state__in=Alert.OPEN).update(
+        state=Alert.State.RESOLVED, resolved_at=timezone.now()
+    )
+
+
+# ---- alerts by hand ------------------------------------------------------------------------
 
 
 def alert_acknowledge(*, alert: Alert, user: AbstractBaseUser) -> Alert:
@@ -131,10 +477,11 @@ def alert_acknowledge(*, alert: Alert, user: AbstractBaseUser) -> Alert:
     return alert
 
 
-def alert_resolve(*, alert: Alert) -> Alert:
+def alert_resolve(*, alert: Alert, user: AbstractBaseUser | None = None) -> Alert:
     if alert.state == Alert.State.RESOLVED:
         raise Conflict(f"alert {alert.pk} is already resolved")
     alert.state = Alert.State.RESOLVED
     alert.resolved_at = timezone.now()
-    alert.save(update_fields=["state", "resolved_at"])
+    alert.resolved_by = user
+    alert.save(update_fields=["state", "resolved_at", "resolved_by"])
     return alert

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Max
+from django.db.models.functions import Greatest, Now
 
 from control.errors import DomainError
 from control.models import MetricPoint, Run
@@ -106,8 +107,7 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
         cursor.execute("SELECT now()")
         stored_at = cursor.fetchone()[0].isoformat()
     top = max(columns.steps, default=-1)
-    if top > run.last_step:
-        Run.objects.filter(pk=run.pk, last_step__lt=top).update(last_step=top)
+    Run.objects.filter(pk=run.pk).update(last_step=Greatest("last_step", top), last_metric_at=Now())
     alert_rules_evaluate(run=run, points=points)
     payload = [
         {"step": step, "key": key, "source": source, "value": value}

@@ -7,6 +7,7 @@ from django.utils.text import slugify
 
 from control.errors import Conflict, DomainError, NotFound
 from control.models import Project, ProjectMembership
+from control.services.alert_defaults import alert_defaults_ensure
 
 
 def _unique_slug(name: str) -> str:
@@ -19,14 +20,19 @@ def _unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def project_create(*, user: AbstractBaseUser, name: str, description: str = "") -> Project:
-    """Create a project; its creator becomes its owner."""
+def project_create(
+    *, user: AbstractBaseUser, name: str, description: str = "", default_alerts: bool = True
+) -> Project:
+    """Create a project; its creator becomes its owner; it starts with the built-in alert rules
+    (control/services/alert_defaults.py) unless ``default_alerts`` is false."""
     if not name.strip():
         raise DomainError("name must not be blank", fields={"name": ["must not be blank"]})
     project = Project.objects.create(
         name=name.strip(), slug=_unique_slug(name), description=description, created_by=user
     )
     ProjectMembership.objects.create(project=project, user=user, role=ProjectMembership.Role.OWNER)
+    if default_alerts:
+        alert_defaults_ensure(project=project, user=user)
     return project
 
 

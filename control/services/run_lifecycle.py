@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from control.errors import Conflict
 from control.models import Run, RunEvent
+from control.services.alerts import alert_rules_on_run_state
 from control.services.broadcast import broadcast_to_run
 
 S = Run.Status
@@ -87,6 +88,7 @@ def run_transition(*, run: Run | int, to: str, reason: str = "", **updates: obje
     )
     payload = {"type": "run.status", "run": run_status_payload(locked)}
     transaction.on_commit(lambda: broadcast_to_run(run_id, payload))
+    alert_rules_on_run_state(run=locked)
     return locked
 
 

@@ -13,6 +13,7 @@ from control.errors import Conflict, DomainError
 from control.models import ApiToken, DataSource, Project, Run, RunSource
 from control.ray_jobs import RayUnavailable
 from control.services import launch
+from control.services.alerts import alerts_check_stalls
 from control.services.broadcast import enqueue_task
 from control.services.run_lifecycle import run_transition, run_transition_quietly
 from control.services.run_outputs import latest_checkpoint_step, run_artifacts_sync, run_log_store
@@ -339,7 +340,8 @@ def _end(run: Run, ray, status: str, reason: str) -> Run | None:
 
 
 def runs_reconcile_active() -> dict[str, int]:
-    """Reconcile every active run; returns how many ended up in each state."""
+    """Reconcile every active run, then look for stalled ones (stall alert rules); returns how many
+    runs ended up in each state."""
     counts: dict[str, int] = {}
     for run_id in Run.objects.filter(status__in=Run.ACTIVE).values_list("pk", flat=True):
         try:
@@ -349,4 +351,5 @@ def runs_reconcile_active() -> dict[str, int]:
             continue
         if run is not None:
             counts[run.status] = counts.get(run.status, 0) + 1
+    alerts_check_stalls()
     return counts
