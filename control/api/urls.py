@@ -64,6 +64,7 @@ urlpatterns = [
     path("runs/<int:run_id>/series/", series.RunSeriesApi.as_view(), name="run-series"),
     path("series/", series.SeriesCompareApi.as_view(), name="series"),
     path("alert-rules/", alerts.AlertRuleListCreateApi.as_view(), name="alert-rules"),
+    path("alert-rules/defaults/", alerts.AlertRuleDefaultsApi.as_view(), name="alert-rule-defaults"),
     path("alert-rules/<int:rule_id>/", alerts.AlertRuleDetailApi.as_view(), name="alert-rule"),
     path("alerts/", alerts.AlertListApi.as_view(), name="alerts"),
     path("alerts/<int:alert_id>/acknowledge/", alerts.AlertAcknowledgeApi.as_view(), name="alert-ack"),

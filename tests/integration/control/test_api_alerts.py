@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.control.helpers import assert_error
+from tests.integration.control.helpers import assert_error, field_errors
 
 pytestmark = pytest.mark.django_db
 
@@ -28,17 +28,23 @@ def firing(project, run, make_rule, ingest):
 
 
 def test_a_rule_created_through_the_api_fires_on_ingest_through_the_api(project, run, owner):
+    from control.models import NotificationChannel
+
+    channel = NotificationChannel.objects.create(
+        project=project, name="oncall", kind="email", email="o@example.com"
+    )
     rule = {
         "project": project.pk,
         "name": "format drop",
+        "kind": "threshold",
         "key": "reward/format",
         "source": "geo",
         "condition": "below",
         "threshold": 0.25,
         "window": 2,
         "cooldown_seconds": 60,
-        "webhook_url": "https://hooks.example.com/T000/B000/XXX",
-        "email": "oncall@example.com",
+        "severity": "error",
+        "channels": [channel.pk],
     }
     created = owner.post(API + "alert-rules/", rule, format="json")
     assert created.status_code == 201, created.content
@@ -48,24 +54,77 @@ def test_a_rule_created_through_the_api_fires_on_ingest_through_the_api(project,
     points = [{"step": s, "key": "reward/format", "source": "geo", "value": 0.1} for s in (0, 1)]
     owner.post(API + f"runs/{run.pk}/metrics/", {"points": points}, format="json")
     alerts = owner.get(API + "alerts/", {"run": run.pk}).json()["results"]
-    assert [(a["rule_name"], a["source"], a["state"], a["step"], a["value"]) for a in alerts] == [
-        ("format drop", "geo", "firing", 1, 0.1)
+    fields = ("rule_name", "source", "key", "severity", "state", "step", "value")
+    assert [tuple(a[k] for k in fields) for a in alerts] == [
+        ("format drop", "geo", "reward/format", "error", "firing", 1, 0.1)
     ]
 
 
 def test_the_rule_defaults(project, owner):
     body = {"project": project.pk, "name": "r", "key": ACC, "condition": "below"}
     created = owner.post(API + "alert-rules/", body, format="json").json()
-    assert {
-        k: created[k] for k in ("source", "threshold", "window", "cooldown_seconds", "webhook_url", "email")
-    } == {
+    names = ("kind", "source", "threshold", "window", "cooldown_seconds", "severity", "auto_resolve_steps")
+    assert {k: created[k] for k in (*names, "channels", "builtin")} == {
+        "kind": "threshold",
         "source": "",
         "threshold": 0.0,
         "window": 1,
         "cooldown_seconds": 600,
-        "webhook_url": "",
-        "email": "",
+        "severity": "warning",
+        "auto_resolve_steps": 0,
+        "channels": [],
+        "builtin": "",
     }
+
+
+def test_each_kind_says_what_it_lacks(project, owner):
+    cases = [
+        (
+            {"kind": "threshold", "condition": "drop"},
+            "condition",
+            "a threshold rule needs one of above, below",
+        ),
+        ({"kind": "change", "condition": "drop", "threshold": 0}, "threshold", None),
+        (
+            {"kind": "change", "condition": "rise", "change_by": "mad", "threshold": 3, "window": 2},
+            "window",
+            None,
+        ),
+        ({"kind": "rate", "condition": "above", "threshold": 0.01}, "denominator_key", None),
+        ({"kind": "lifecycle", "key": ""}, "lifecycle_states", None),
+        ({"kind": "threshold", "key": "", "condition": "above"}, "key", None),
+    ]
+    for fields, field, message in cases:
+        body = {"project": project.pk, "name": f"bad {field}", "key": ACC, **fields}
+        response = owner.post(API + "alert-rules/", body, format="json")
+        errors = field_errors(response)
+        assert field in errors, (fields, errors)
+        if message:
+            assert errors[field] == [message]
+    from control.models import AlertRule
+
+    assert not AlertRule.objects.filter(project=project).exists()
+
+
+def test_another_projects_channel_cannot_be_picked(project, make_project, other_user, owner):
+    from control.models import NotificationChannel
+
+    other = make_project(other_user)
+    theirs = NotificationChannel.objects.create(project=other, name="x", kind="email", email="x@example.com")
+    body = {"project": project.pk, "name": "r", "key": ACC, "condition": "below", "channels": [theirs.pk]}
+    response = owner.post(API + "alert-rules/", body, format="json")
+    assert field_errors(response) == {"channels": [f"no notification channel {theirs.pk} in this project"]}
+
+
+def test_the_built_in_rules_come_back(project, owner):
+    restored = owner.post(API + f"alert-rules/defaults/?project={project.pk}")
+    assert restored.status_code == 200
+    first = {r["builtin"] for r in restored.json()}
+    assert {"reward_drop", "reward_errors", "failed", "stalled"} <= first
+    again = owner.post(API + f"alert-rules/defaults/?project={project.pk}")
+    assert again.json() == []
+    missing = owner.post(API + "alert-rules/defaults/")
+    assert field_errors(missing) == {"project": ["required: the project whose built-in rules to restore"]}
 
 
 def test_a_duplicate_rule_name_is_409(project, owner, make_rule):
@@ -102,12 +161,29 @@ def test_patching_a_rule_changes_only_what_is_sent(project, owner, make_rule):
     assert (body["name"], body["threshold"], body["window"], body["enabled"]) == ("r", 0.5, 4, False)
 
 
-@pytest.mark.parametrize("field", ["key", "condition", "source", "project"])
-def test_what_a_rule_watches_cannot_be_patched(field, project, owner, make_rule):
+@pytest.mark.parametrize(("field", "value"), [("condition", "x"), ("project", 2), ("key", "bad key!")])
+def test_a_bad_patch_or_one_to_the_project_is_refused(field, value, project, owner, make_rule):
     rule = make_rule(project, name="r")
-    response = owner.patch(API + f"alert-rules/{rule.pk}/", {field: "x"}, format="json")
+    response = owner.patch(API + f"alert-rules/{rule.pk}/", {field: value}, format="json")
     body = assert_error(response, 400, code="invalid")
     assert set(body["extra"]["fields"]) == {field}
+
+
+def test_a_change_to_what_a_rule_watches_starts_its_state_afresh(project, run, owner, make_rule, ingest):
+    from control.models import AlertState
+
+    rule = make_rule(project, name="r", window=3)
+    ingest(run, (0, ACC, "geo", 0.1), (1, ACC, "geo", 0.1))
+    assert AlertState.objects.get(rule=rule).state["hold"] == 2
+    response = owner.patch(
+        API + f"alert-rules/{rule.pk}/", {"source": "chart", "threshold": 0.2}, format="json"
+    )
+    assert response.status_code == 200 and response.json()["source"] == "chart"
+    assert not AlertState.objects.filter(rule=rule).exists()
+    # A change of its name or cooldown keeps the state.
+    ingest(run, (2, ACC, "chart", 0.1))
+    owner.patch(API + f"alert-rules/{rule.pk}/", {"name": "renamed", "cooldown_seconds": 5}, format="json")
+    assert AlertState.objects.get(rule=rule).state["hold"] == 1
 
 
 def test_deleting_a_rule_deletes_its_alerts(project, owner, firing):
