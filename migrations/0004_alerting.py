@@ -87,6 +87,21 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="alertrule",
+            name="combine",
+            field=models.CharField(
+                choices=[
+                    ("each", "each matching key on its own"),
+                    ("max", "the largest of the matching keys at each step"),
+                ],
+                default="each",
+                help_text=(
+                    "a key pattern: judge each key, or the largest of them (one series for a module's layers)"
+                ),
+                max_length=8,
+            ),
+        ),
+        migrations.AddField(
+            model_name="alertrule",
             name="denominator_key",
             field=models.CharField(blank=True, help_text="rate: the key divided by", max_length=200),
         ),

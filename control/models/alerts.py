@@ -63,7 +63,9 @@ class AlertRule(models.Model):
 
     ``key`` and ``source`` may end in ``*`` (every key or source with that prefix); an empty
     ``source`` is every source, the global one included. A rule on several sources applies to
-    each on its own. ``run_ids`` and ``run_tags`` (tags of a run's data sources) narrow the runs.
+    each on its own; on several keys, to each on its own too, or (``combine`` max) to the largest
+    of them at each step: one series for the layers of a module. ``run_ids`` and ``run_tags``
+    (tags of a run's data sources) narrow the runs.
     """
 
     class Kind(models.TextChoices):
@@ -84,6 +86,10 @@ class AlertRule(models.Model):
     class ChangeBy(models.TextChoices):
         FRACTION = "fraction", "a fraction of the trailing median"
         MAD = "mad", "robust deviations (median/MAD)"
+
+    class Combine(models.TextChoices):
+        EACH = "each", "each matching key on its own"
+        MAX = "max", "the largest of the matching keys at each step"
 
     class Severity(models.TextChoices):
         INFO = "info", "Info"
@@ -107,6 +113,12 @@ class AlertRule(models.Model):
     change_by = models.CharField(max_length=16, choices=ChangeBy.choices, default=ChangeBy.FRACTION)
     warmup = models.PositiveIntegerField(
         default=0, help_text="steps of a series before a change rule judges it"
+    )
+    combine = models.CharField(
+        max_length=8,
+        choices=Combine.choices,
+        default=Combine.EACH,
+        help_text="a key pattern: judge each key, or the largest of them (one series for a module's layers)",
     )
     denominator_key = models.CharField(max_length=200, blank=True, help_text="rate: the key divided by")
     stall_minutes = models.PositiveIntegerField(default=10)

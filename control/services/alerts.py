@@ -12,6 +12,7 @@ so an ingest never waits on them.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -19,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from control.errors import Conflict, DomainError
@@ -282,48 +283,94 @@ def _resolve_open(alert: Alert, now) -> None:
     alert.save(update_fields=["state", "resolved_at"])
 
 
-def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
-    """Judge the project's point rules on newly ingested points of ``run``; returns the alerts opened.
+_STATE_TABLE = AlertState._meta.db_table
+_STATES_LOCK_SQL = f"""
+SELECT rule_id, source, key, state::text FROM {_STATE_TABLE}
+WHERE run_id = %s AND rule_id = ANY(%s::bigint[]) FOR UPDATE
+"""
+_STATES_UPSERT_SQL = f"""
+INSERT INTO {_STATE_TABLE} (rule_id, run_id, source, key, state, updated_at)
+SELECT t.rule_id, %s, t.source, t.key, t.state::jsonb, now()
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS t(rule_id, source, key, state)
+ON CONFLICT (rule_id, run_id, source, key)
+DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
+"""
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
-    Runs inside the ingest's transaction: the states are locked (one ingest of a run at a time
-    judges them) and written back in one upsert.
-    """
-    if not points:
-        return []
-    now = timezone.now()
-    if run.last_metric_at is None or now - run.last_metric_at > timedelta(minutes=1):
-        _resolve_stalls(run)
-    rules = _rules_for(run, POINT_KINDS)
-    if not rules:
-        return []
-    series = _series_of(points)
-    # What each rule watches in this batch: (rule, key, source, [(step, value)]).
-    work: list[tuple[AlertRule, str, str, list]] = []
-    rate_work: list[tuple[AlertRule, str, str, list, list]] = []
+
+def _combined(rule: AlertRule, matched: list[tuple[str, list]]) -> tuple[list, dict[int, str]]:
+    """One series of the keys ``matched`` (one source): at each step the largest value (for a
+    not_finite rule, a non-finite value wins), and which key it was."""
+    by_step: dict[int, list[tuple[float | None, str]]] = {}
+    for key, values in matched:
+        for step, value in values:
+            by_step.setdefault(step, []).append((value, key))
+    combined, tops = [], {}
+    for step in sorted(by_step):
+        entries = by_step[step]
+        bad = [key for value, key in entries if value is None]
+        finite = [(value, key) for value, key in entries if value is not None]
+        if rule.kind == AlertRule.Kind.NOT_FINITE and bad:
+            value, top = None, bad[0]
+        elif finite:
+            value, top = max(finite)
+        else:
+            value, top = None, bad[0]
+        combined.append((step, value))
+        tops[step] = top
+    return combined, tops
+
+
+def _work_of(rules: list[AlertRule], series: dict) -> tuple[list, list]:
+    """What each rule judges in a batch: (rule, state key, source, [(step, value)], top keys or
+    None) for point rules, and (rule, key, source, numerator, denominator) for rate rules."""
+    work, rate_work = [], []
     for rule in rules:
         if rule.kind == AlertRule.Kind.RATE:
             sources = {s for (k, s) in series if k in (rule.key, rule.denominator_key)}
             for source in sorted(sources):
-                if not source_matches(rule.source, source):
-                    continue
-                numerator = series.get((rule.key, source), [])
-                denominator = series.get((rule.denominator_key, source), [])
-                rate_work.append((rule, rule.key, source, numerator, denominator))
+                if source_matches(rule.source, source):
+                    numerator = series.get((rule.key, source), [])
+                    denominator = series.get((rule.denominator_key, source), [])
+                    rate_work.append((rule, rule.key, source, numerator, denominator))
             continue
+        matched: dict[str, list[tuple[str, list]]] = {}
         for (key, source), values in series.items():
             if glob_matches(rule.key, key) and source_matches(rule.source, source):
-                work.append((rule, key, source, values))
+                matched.setdefault(source, []).append((key, values))
+        for source, keyed in matched.items():
+            if rule.combine == AlertRule.Combine.MAX and rule.key.endswith("*"):
+                combined, tops = _combined(rule, keyed)
+                work.append((rule, rule.key, source, combined, tops))
+            else:
+                work.extend((rule, key, source, values, None) for key, values in keyed)
+    return work, rate_work
+
+
+def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric_at=None) -> list[Alert]:
+    """Judge the project's point rules on newly ingested points of ``run``; returns the alerts opened.
+
+    Runs inside the ingest's transaction: the states are locked (one ingest of a run at a time
+    judges them) and written back in one upsert. ``previous_metric_at``: when the run's points
+    came before these (its open stall alerts resolve when that was over a minute ago).
+    """
+    if not points:
+        return []
+    now = timezone.now()
+    if previous_metric_at is None or now - previous_metric_at > timedelta(minutes=1):
+        _resolve_stalls(run)
+    rules = _rules_for(run, POINT_KINDS)
+    if not rules:
+        return []
+    work, rate_work = _work_of(rules, _series_of(points))
     if not work and not rate_work:
         return []
-    by_id = {rule.pk: rule for rule in rules}
-    stored = {
-        (s.rule_id, s.source, s.key): s
-        for s in AlertState.objects.select_for_update().filter(run=run, rule_id__in=list(by_id))
-    }
-    open_alerts = {
-        (a.rule_id, a.source): a
-        for a in Alert.objects.filter(run=run, rule_id__in=list(by_id), state__in=Alert.OPEN)
-    }
+    rule_ids = list({rule.pk for rule in rules})
+    with connection.cursor() as cursor:
+        cursor.execute(_STATES_LOCK_SQL, [run.pk, rule_ids])
+        stored = {(r, s, k): state for r, s, k, state in cursor.fetchall()}
+    opened_before = Alert.objects.filter(run=run, rule_id__in=rule_ids, state__in=Alert.OPEN)
+    open_alerts = {(a.rule_id, a.source): a for a in opened_before}
     changed: dict[tuple[int, str, str], dict] = {}
     opened: list[Alert] = []
 
@@ -331,10 +378,10 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
         ident = (rule.pk, source, key)
         if ident in changed:
             return changed[ident]
-        row = stored.get(ident)
-        return dict(row.state) if row is not None else {}
+        raw = stored.get(ident)
+        return json.loads(raw) if raw is not None else {}
 
-    def judged(rule: AlertRule, key: str, source: str, values: list, state: dict) -> dict:
+    def judged(rule: AlertRule, key: str, source: str, values: list, state: dict, tops: dict | None) -> dict:
         spec = _spec(rule)
         for step, value in values:
             state, verdict = judge(spec, state, step, value)
@@ -351,40 +398,53 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn]) -> list[Alert]:
             fired_at = state.get("fired_at")
             if fired_at is not None and time.time() - fired_at < rule.cooldown_seconds:
                 continue
-            alert = _fire(rule, run, key, source, step, value, verdict)
+            top = tops[step] if tops else None
+            alert = _fire(rule, run, top or key, source, step, value, verdict, of=key if top else "")
             if alert is not None:
                 opened.append(alert)
                 open_alerts[(rule.pk, source)] = alert
                 state = {**state, "fired_at": time.time(), "fired_step": step}
         return state
 
-    for rule, key, source, values in work:
-        changed[(rule.pk, source, key)] = judged(rule, key, source, values, state_of(rule, source, key))
+    for rule, key, source, values, tops in work:
+        changed[(rule.pk, source, key)] = judged(rule, key, source, values, state_of(rule, source, key), tops)
     for rule, key, source, numerator, denominator in rate_work:
         state, ratios = _rates(state_of(rule, source, key), numerator, denominator)
-        changed[(rule.pk, source, key)] = judged(rule, key, source, ratios, state)
-    AlertState.objects.bulk_create(
-        [
-            AlertState(rule_id=rule_id, run=run, source=source, key=key, state=state, updated_at=now)
-            for (rule_id, source, key), state in changed.items()
-        ],
-        update_conflicts=True,
-        unique_fields=["rule", "run", "source", "key"],
-        update_fields=["state", "updated_at"],
-    )
+        changed[(rule.pk, source, key)] = judged(rule, key, source, ratios, state, None)
+    idents = list(changed)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _STATES_UPSERT_SQL,
+            [
+                run.pk,
+                [r for r, _, _ in idents],
+                [s for _, s, _ in idents],
+                [k for _, _, k in idents],
+                [_compact(changed[i]) for i in idents],
+            ],
+        )
     return opened
 
 
 def _fire(
-    rule: AlertRule, run: Run, key: str, source: str, step: int, value: float | None, verdict: Verdict
+    rule: AlertRule,
+    run: Run,
+    key: str,
+    source: str,
+    step: int,
+    value: float | None,
+    verdict: Verdict,
+    *,
+    of: str = "",
 ) -> Alert | None:
+    """Open the alert of a rule that fired on ``key`` (``of``: the pattern whose largest key it was)."""
     context = ""
     if rule.kind in (AlertRule.Kind.CHANGE, AlertRule.Kind.THRESHOLD) and key.startswith("reward/"):
         context = _iou_context(run, step, verdict.since)
     message = describe(
         rule_name=rule.name,
         spec=_spec(rule),
-        key=key,
+        key=f"{key} (the largest of {of})" if of else key,
         source=source,
         step=step,
         value=value,

@@ -105,10 +105,13 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
         cursor.execute(_UPSERT_SQL, [run.pk, *columns.literals()])
         # The time the new points were stored with: now() is the transaction's start.
         cursor.execute("SELECT now()")
-        stored_at = cursor.fetchone()[0].isoformat()
+        stored = cursor.fetchone()[0]
+        stored_at = stored.isoformat()
     top = max(columns.steps, default=-1)
     Run.objects.filter(pk=run.pk).update(last_step=Greatest("last_step", top), last_metric_at=Now())
-    alert_rules_evaluate(run=run, points=points)
+    run.last_step = max(run.last_step, top)
+    previous_metric_at, run.last_metric_at = run.last_metric_at, stored
+    alert_rules_evaluate(run=run, points=points, previous_metric_at=previous_metric_at)
     payload = [
         {"step": step, "key": key, "source": source, "value": value}
         for step, key, source, value in zip(*columns, strict=True)
