@@ -144,7 +144,7 @@ def alert_rule_update(
 ) -> AlertRule:
     """Change a rule's settings; a change to what it judges starts its rolling state afresh."""
     judged = {"kind", "key", "source", "condition", "threshold", "window", "change_by", "warmup"}
-    judged.add("denominator_key")
+    judged.update({"denominator_key", "combine"})
     restart = any(name in judged and getattr(rule, name) != value for name, value in fields.items())
     for name, value in fields.items():
         setattr(rule, name, value)
@@ -389,7 +389,10 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
                 continue
             current = open_alerts.get((rule.pk, source))
             if current is not None:
-                if clears(state, rule.auto_resolve_steps):
+                # Only the series that fired resolves it: under a key glob judged key by key, a
+                # quiet sibling is clear all along.
+                mine = tops is not None or current.key == key
+                if mine and clears(state, rule.auto_resolve_steps):
                     _resolve_open(current, now)
                     del open_alerts[(rule.pk, source)]
                 continue
