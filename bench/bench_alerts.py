@@ -161,7 +161,7 @@ def main() -> int:
             + f"); goal < 20 %: {met}; alerts fired: {fired}"
         )
         if args.profile:
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     finally:
         connections.close_all()
         database_drop(db)

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from control.errors import Conflict, DomainError
 from control.models import Alert, AlertRule, AlertState, MetricPoint, NotificationChannel, Project, Run
+from control.pg_arrays import number_array, text_array
 from control.services.alert_defaults import HINTS
 from control.services.alert_engine import (
     RuleSpec,
@@ -277,16 +278,22 @@ def _open_alert(
     return alert
 
 
-def _resolve_open(alert: Alert, now) -> None:
-    alert.state = Alert.State.RESOLVED
-    alert.resolved_at = now
-    alert.save(update_fields=["state", "resolved_at"])
+def _resolve_open(alert_id: int, now) -> None:
+    """The condition cleared: the alert, if still open, resolves itself."""
+    still_open = Alert.objects.filter(pk=alert_id, state__in=Alert.OPEN)
+    still_open.update(state=Alert.State.RESOLVED, resolved_at=now)
 
 
 _STATE_TABLE = AlertState._meta.db_table
-_STATES_LOCK_SQL = f"""
-SELECT rule_id, source, key, state::text FROM {_STATE_TABLE}
-WHERE run_id = %s AND rule_id = ANY(%s::bigint[]) FOR UPDATE
+# The rules' states of a run and their open alerts in one round trip (alert id null: a state).
+# No FOR UPDATE: metric_points_ingest has already updated the run's row in this transaction, and
+# that row lock makes a second ingest of the same run wait until this one commits.
+_STATES_AND_OPEN_SQL = f"""
+SELECT rule_id, source, key, state::text, NULL::bigint FROM {_STATE_TABLE}
+WHERE run_id = %(run)s AND rule_id = ANY(%(rules)s::bigint[])
+UNION ALL
+SELECT rule_id, source, key, NULL, id FROM {Alert._meta.db_table}
+WHERE run_id = %(run)s AND rule_id = ANY(%(rules)s::bigint[]) AND state IN ('firing', 'acknowledged')
 """
 _STATES_UPSERT_SQL = f"""
 INSERT INTO {_STATE_TABLE} (rule_id, run_id, source, key, state, updated_at)
@@ -324,20 +331,26 @@ def _combined(rule: AlertRule, matched: list[tuple[str, list]]) -> tuple[list, d
 def _work_of(rules: list[AlertRule], series: dict) -> tuple[list, list]:
     """What each rule judges in a batch: (rule, state key, source, [(step, value)], top keys or
     None) for point rules, and (rule, key, source, numerator, denominator) for rate rules."""
+    by_key: dict[str, dict[str, list]] = {}
+    for (key, source), values in series.items():
+        by_key.setdefault(key, {})[source] = values
     work, rate_work = [], []
     for rule in rules:
         if rule.kind == AlertRule.Kind.RATE:
-            sources = {s for (k, s) in series if k in (rule.key, rule.denominator_key)}
-            for source in sorted(sources):
+            numerators = by_key.get(rule.key, {})
+            denominators = by_key.get(rule.denominator_key, {})
+            for source in sorted({*numerators, *denominators}):
                 if source_matches(rule.source, source):
-                    numerator = series.get((rule.key, source), [])
-                    denominator = series.get((rule.denominator_key, source), [])
+                    numerator = numerators.get(source, [])
+                    denominator = denominators.get(source, [])
                     rate_work.append((rule, rule.key, source, numerator, denominator))
             continue
+        keys = [k for k in by_key if glob_matches(rule.key, k)] if rule.key.endswith("*") else [rule.key]
         matched: dict[str, list[tuple[str, list]]] = {}
-        for (key, source), values in series.items():
-            if glob_matches(rule.key, key) and source_matches(rule.source, source):
-                matched.setdefault(source, []).append((key, values))
+        for key in keys:
+            for source, values in by_key.get(key, {}).items():
+                if source_matches(rule.source, source):
+                    matched.setdefault(source, []).append((key, values))
         for source, keyed in matched.items():
             if rule.combine == AlertRule.Combine.MAX and rule.key.endswith("*"):
                 combined, tops = _combined(rule, keyed)
@@ -350,9 +363,10 @@ def _work_of(rules: list[AlertRule], series: dict) -> tuple[list, list]:
 def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric_at=None) -> list[Alert]:
     """Judge the project's point rules on newly ingested points of ``run``; returns the alerts opened.
 
-    Runs inside the ingest's transaction: the states are locked (one ingest of a run at a time
-    judges them) and written back in one upsert. ``previous_metric_at``: when the run's points
-    came before these (its open stall alerts resolve when that was over a minute ago).
+    Runs inside the ingest's transaction, which holds the run's row lock (one ingest of a run at
+    a time judges its states); the states are read in one query and written back in one.
+    ``previous_metric_at``: when the run's points came before these (its open stall alerts
+    resolve when that was over a minute ago).
     """
     if not points:
         return []
@@ -366,11 +380,15 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
     if not work and not rate_work:
         return []
     rule_ids = list({rule.pk for rule in rules})
+    stored: dict[tuple[int, str, str], str] = {}
+    open_alerts: dict[tuple[int, str], tuple[int, str]] = {}  # (rule, source) -> (alert id, its key)
     with connection.cursor() as cursor:
-        cursor.execute(_STATES_LOCK_SQL, [run.pk, rule_ids])
-        stored = {(r, s, k): state for r, s, k, state in cursor.fetchall()}
-    opened_before = Alert.objects.filter(run=run, rule_id__in=rule_ids, state__in=Alert.OPEN)
-    open_alerts = {(a.rule_id, a.source): a for a in opened_before}
+        cursor.execute(_STATES_AND_OPEN_SQL, {"run": run.pk, "rules": rule_ids})
+        for rule_id, source, key, state, alert_id in cursor.fetchall():
+            if alert_id is None:
+                stored[(rule_id, source, key)] = state
+            else:
+                open_alerts[(rule_id, source)] = (alert_id, key)
     changed: dict[tuple[int, str, str], dict] = {}
     opened: list[Alert] = []
 
@@ -391,9 +409,9 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
             if current is not None:
                 # Only the series that fired resolves it: under a key glob judged key by key, a
                 # quiet sibling is clear all along.
-                mine = tops is not None or current.key == key
+                mine = tops is not None or current[1] == key
                 if mine and clears(state, rule.auto_resolve_steps):
-                    _resolve_open(current, now)
+                    _resolve_open(current[0], now)
                     del open_alerts[(rule.pk, source)]
                 continue
             if not fires(spec, verdict):
@@ -405,7 +423,7 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
             alert = _fire(rule, run, top or key, source, step, value, verdict, of=key if top else "")
             if alert is not None:
                 opened.append(alert)
-                open_alerts[(rule.pk, source)] = alert
+                open_alerts[(rule.pk, source)] = (alert.pk, alert.key)
                 state = {**state, "fired_at": time.time(), "fired_step": step}
         return state
 
@@ -420,10 +438,10 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
             _STATES_UPSERT_SQL,
             [
                 run.pk,
-                [r for r, _, _ in idents],
-                [s for _, s, _ in idents],
-                [k for _, _, k in idents],
-                [_compact(changed[i]) for i in idents],
+                number_array([r for r, _, _ in idents]),
+                text_array([s for _, s, _ in idents]),
+                text_array([k for _, _, k in idents]),
+                text_array([_compact(changed[i]) for i in idents]),
             ],
         )
     return opened

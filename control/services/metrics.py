@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from django.db.models.functions import Greatest, Now
 
 from control.errors import DomainError
 from control.models import MetricPoint, Run
+from control.pg_arrays import number_array, text_element
 from control.services.alerts import alert_rules_evaluate
 from control.services.broadcast import broadcast_to_run
 
@@ -45,14 +45,6 @@ SELECT %s, p.step, p.source, p.key, p.value, now()
 FROM unnest(%s::integer[], %s::text[], %s::text[], %s::double precision[]) AS p(step, source, key, value)
 ON CONFLICT (run_id, key, source, step) DO UPDATE SET value = EXCLUDED.value
 """
-# Numbers and nulls in JSON are what an array literal wants between its braces ("null" is NULL in
-# any case); the C encoder writes floats exactly as repr() does.
-_json_list = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _text_element(text: str) -> str:
-    """``text`` as a quoted element of a PostgreSQL array literal (quotes and backslashes escaped)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -70,12 +62,12 @@ class _Columns(NamedTuple):
 
     def literals(self) -> list[str]:
         """The four array literals of the upsert, in its order: steps, sources, keys, values."""
-        quoted = {text: _text_element(text) for text in {*self.keys, *self.sources}}
+        quoted = {text: text_element(text) for text in {*self.keys, *self.sources}}
         return [
-            "{" + _json_list(self.steps)[1:-1] + "}",
+            number_array(self.steps),
             "{" + ",".join([quoted[source] for source in self.sources]) + "}",
             "{" + ",".join([quoted[key] for key in self.keys]) + "}",
-            "{" + _json_list(self.values)[1:-1] + "}",
+            number_array(self.values),
         ]
 
 

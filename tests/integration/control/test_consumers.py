@@ -176,7 +176,15 @@ async def test_a_firing_alert_is_pushed_and_its_delivery_enqueued(
     by_type = {e["type"]: e for e in events}
     assert by_type["alerts.fired"] == {
         "type": "alerts.fired",
-        "alert": {"id": alert.pk, "message": alert.message},
+        "alert": {
+            "id": alert.pk,
+            "message": alert.message,
+            "severity": "warning",
+            "source": "geo",
+            "key": "reward/accuracy",
+            "step": 3,
+            "rule": "collapse",
+        },
     }
     assert by_type["metrics.points"]["points"] == [
         {"step": 3, "key": "reward/accuracy", "source": "geo", "value": 0.1}
