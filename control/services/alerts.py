@@ -83,6 +83,8 @@ def _rule_check(rule: AlertRule) -> None:
             raise _refuse("threshold", "must be a finite number")
         if rule.window < 1 or rule.window > 1000:
             raise _refuse("window", "must be between 1 and 1000 steps")
+    if rule.combine not in AlertRule.Combine.values:
+        raise _refuse("combine", "must be each or max")
     if rule.kind == AlertRule.Kind.CHANGE:
         if rule.change_by not in AlertRule.ChangeBy.values:
             raise _refuse("change_by", "must be fraction or mad")
@@ -487,10 +489,8 @@ def alert_rules_on_run_state(*, run: Run) -> list[Alert]:
         if run.status not in rule.lifecycle_states:
             continue
         why = f" ({run.error})" if run.error else ""
-        message = (
-            f"{rule.name}: run {run.name!r} is {run.status} at step {run.last_step},"
-            f" attempt {run.attempt}{why}"
-        )
+        where = f"at step {run.last_step}" if run.last_step >= 0 else "before its first step"
+        message = f"{rule.name}: run {run.name!r} is {run.status} {where}, attempt {run.attempt}{why}"
         hint = HINTS.get(rule.builtin, "")
         alert = _open_alert(
             rule=rule,

@@ -764,7 +764,7 @@ def test_a_lifecycle_rule_with_a_builtin_adds_its_hint_and_respects_its_scope(pr
     run_transition(run=run, to="queued", attempt=1)
     run_transition(run=run, to="failed")
     assert Alert.objects.get(run=run).message == (
-        "run died: run 'r2' is failed at step -1, attempt 1; see the run's error and its log"
+        "run died: run 'r2' is failed before its first step, attempt 1; see the run's error and its log"
     )
     other = make_run(project, name="r3")
     rule.run_ids = [run.pk]
