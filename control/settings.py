@@ -50,6 +50,8 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000")
 # The platform's address as training jobs reach it (a Ray cluster may need another route to it).
 TRIUNE_JOB_PLATFORM_URL = env.str("TRIUNE_JOB_PLATFORM_URL", default=PUBLIC_URL)
+# Hosts a notification webhook may reach although they resolve to a private or loopback address.
+TRIUNE_WEBHOOK_ALLOWED_HOSTS = env.list("TRIUNE_WEBHOOK_ALLOWED_HOSTS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -196,6 +198,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two choice sets share the field name "kind": name each after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "AlertRuleKindEnum": "control.models.alerts.AlertRule.Kind",
+        "NotificationChannelKindEnum": "control.models.alerts.NotificationChannel.Kind",
+    },
 }
 
 # Production hardening; all switched by environment so a plain-HTTP local install still works.

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 
 from celery import shared_task
-from django.conf import settings
-from django.core.mail import send_mail
 from django.utils import timezone
 
-from control.models import Alert
+from control.models import AlertDelivery
+from control.services.notifications import DeliveryError, alert_notify, delivery_send
 from control.services.runs import run_reconcile, run_stop, run_submit, runs_reconcile_active
 from control.services.tokens import api_tokens_purge_expired
 
@@ -29,40 +26,30 @@ def housekeeping() -> dict:
     return {"tokens_purged": api_tokens_purge_expired()}
 
 
-def slack_payload(alert: Alert) -> dict:
-    """A Slack-compatible incoming-webhook body."""
-    url = f"{settings.PUBLIC_URL}/runs/{alert.run_id}/"
-    return {
-        "text": f":rotating_light: {alert.message}",
-        "attachments": [{"title": alert.run.name, "title_link": url}],
-    }
+# Back-off of a failed delivery: 2, 4, 8, 16, 32 s (capped), five retries after the first attempt.
+DELIVERY_MAX_RETRIES = 5
+DELIVERY_MAX_BACKOFF_S = 300
 
 
-@shared_task(
-    name="workers.tasks.alert_deliver",
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
-def alert_deliver(alert_id: int) -> list[str]:
-    """Deliver a fired alert to the channels of its rule (in-app needs nothing more)."""
-    alert = Alert.objects.select_related("rule", "run").filter(pk=alert_id).first()
-    if alert is None:
-        return []
-    delivered = ["in_app"]
-    rule = alert.rule
-    if rule.webhook_url:
-        body = json.dumps(slack_payload(alert)).encode()
-        request = urllib.request.Request(
-            rule.webhook_url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - user-configured URL
-            response.read(1024)
-        delivered.append("webhook")
-    if rule.email:
-        send_mail(f"[Triune] {rule.name}", alert.message, None, [rule.email], fail_silently=False)
-        delivered.append("email")
-    return delivered
+@shared_task(name="workers.tasks.alert_deliver")
+def alert_deliver(alert_id: int) -> list[int]:
+    """Deliver a fired alert to the enabled channels of its rule (in-app needs nothing more): one
+    delivery each, sent by ``delivery_send``; returns their ids."""
+    return [delivery.pk for delivery in alert_notify(alert_id=alert_id)]
+
+
+@shared_task(name="workers.tasks.delivery_send", bind=True, max_retries=DELIVERY_MAX_RETRIES)
+def delivery_send_task(self, delivery_id: int) -> str | None:
+    """Send one delivery; a failure is retried with exponential back-off, and the delivery is
+    marked failed after the last retry (or at once when retrying cannot help)."""
+    retries = self.request.retries
+    try:
+        delivery = delivery_send(delivery_id=delivery_id, final=retries >= self.max_retries)
+    except DeliveryError as exc:
+        if exc.retry and retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=min(2 ** (retries + 1), DELIVERY_MAX_BACKOFF_S)) from exc
+        return AlertDelivery.State.FAILED.value
+    return None if delivery is None else delivery.state
 
 
 @shared_task(name="workers.tasks.run_submit")

@@ -2,6 +2,7 @@ from django.urls import path
 
 from control.api import (
     alerts,
+    channels,
     compute,
     data,
     metrics,
@@ -69,6 +70,16 @@ urlpatterns = [
     path("alerts/", alerts.AlertListApi.as_view(), name="alerts"),
     path("alerts/<int:alert_id>/acknowledge/", alerts.AlertAcknowledgeApi.as_view(), name="alert-ack"),
     path("alerts/<int:alert_id>/resolve/", alerts.AlertResolveApi.as_view(), name="alert-resolve"),
+    path("notification-channels/", channels.ChannelListCreateApi.as_view(), name="channels"),
+    path("notification-channels/<int:channel_id>/", channels.ChannelDetailApi.as_view(), name="channel"),
+    path(
+        "notification-channels/<int:channel_id>/test/", channels.ChannelTestApi.as_view(), name="channel-test"
+    ),
+    path(
+        "notification-channels/<int:channel_id>/deliveries/",
+        channels.ChannelDeliveriesApi.as_view(),
+        name="channel-deliveries",
+    ),
     path("tokens/", tokens.TokenListCreateApi.as_view(), name="tokens"),
     path("tokens/<int:token_id>/", tokens.TokenDetailApi.as_view(), name="token"),
 ]

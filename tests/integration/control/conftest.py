@@ -30,6 +30,8 @@ class World:
     f_alert: object
     f_token: object
     f_upload: object
+    channel: object = None
+    f_channel: object = None
 
     def ids(self) -> dict[str, int | str]:
         """Placeholders of the endpoint table, filled with this world's objects of ``project``."""
@@ -42,6 +44,7 @@ class World:
             "rule": self.rule.pk,
             "alert": self.alert.pk,
             "token": self.token.pk,
+            "channel": self.channel.pk,
             "upload": str(self.upload.pk),
             "split": "train",
             "index": 0,
@@ -74,6 +77,7 @@ def storage(storage_root):
 def world(make_user, make_project, make_source, make_run, make_rule, add_member, ingest, storage):
     from control.models import Alert, Tag
     from control.services.datasets import upload_create
+    from control.services.notifications import channel_create
     from control.services.tokens import api_token_create
 
     owner, viewer, member = make_user("olivia"), make_user("victor"), make_user("mia")
@@ -96,4 +100,9 @@ def world(make_user, make_project, make_source, make_run, make_rule, add_member,
 
     mine = populate(project, owner)
     theirs = populate(foreign, stranger)
-    return World(owner, viewer, member, stranger, newbie, project, *mine, foreign, *theirs)
+    world = World(owner, viewer, member, stranger, newbie, project, *mine, foreign, *theirs)
+    world.channel, world.f_channel = (
+        channel_create(project=p, user=who, name="on call", kind="email", email="oncall@example.com")
+        for p, who in ((project, owner), (foreign, stranger))
+    )
+    return world

@@ -57,6 +57,10 @@ def _rule_body(ids):
     return {"project": ids["project"], "name": "format drop", "key": "reward/format", "condition": "above"}
 
 
+def _channel_body(ids):
+    return {"project": ids["project"], "name": "pager", "kind": "email", "email": "pager@example.com"}
+
+
 def _dataset_body(ids):
     return {"project": ids["project"], "name": "more", "uploads": [ids["upload"]]}
 
@@ -139,6 +143,15 @@ ENDPOINTS = [
     Endpoint("get", "alerts/", 200, list_key="run"),
     Endpoint("post", "alerts/{alert}/acknowledge/", 200, project_write=True),
     Endpoint("post", "alerts/{alert}/resolve/", 200, project_write=True),
+    Endpoint("get", "notification-channels/", 200, list_key="project"),
+    Endpoint("post", "notification-channels/", 201, _channel_body, project_write=True),
+    Endpoint("get", "notification-channels/{channel}/", 200),
+    Endpoint(
+        "patch", "notification-channels/{channel}/", 200, lambda ids: {"name": "pager"}, project_write=True
+    ),
+    Endpoint("delete", "notification-channels/{channel}/", 204, project_write=True),
+    Endpoint("post", "notification-channels/{channel}/test/", 202, project_write=True),
+    Endpoint("get", "notification-channels/{channel}/deliveries/", 200),
     Endpoint("get", "tokens/", 200, list_key="token"),
     Endpoint("post", "tokens/", 201, lambda ids: {"name": "ci"}, foreign_ok=True),
     Endpoint("delete", "tokens/{token}/", 204, personal=True),
@@ -189,9 +202,8 @@ def test_the_owner_is_served(endpoint, world, client_for):
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
 def test_unauthenticated_is_401(endpoint, api_client):
     # Ids that exist nowhere: authentication is checked before any lookup.
-    ids = dict.fromkeys(
-        ["project", "dataset", "source", "tag", "run", "rule", "alert", "token", "target", "artifact"], 987654
-    )
+    names = "project dataset source tag run rule alert token target artifact channel".split()
+    ids = dict.fromkeys(names, 987654)
     ids.update(
         upload="0b7e7f4c-4a59-4d0e-9c55-6d1c1b8f2a11", split="train", index=0, image=0, report="0" * 32
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -35,7 +36,14 @@ def webhook():
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            hits.append({"path": self.path, "content_type": self.headers.get("Content-Type"), "body": body})
+            hits.append(
+                {
+                    "path": self.path,
+                    "content_type": self.headers.get("Content-Type"),
+                    "headers": dict(self.headers),
+                    "body": body,
+                }
+            )
             self.send_response(state["status"])
             self.end_headers()
             self.wfile.write(b"ok")
@@ -60,13 +68,22 @@ def webhook():
         thread.join()
 
 
-def _expected_payload(alert, run) -> dict:
-    from django.conf import settings
+def _webhook_channel(project, url: str):
+    from control.services.notifications import channel_create
 
-    return {
-        "text": f":rotating_light: {alert.message}",
-        "attachments": [{"title": run.name, "title_link": f"{settings.PUBLIC_URL}/runs/{run.pk}/"}],
-    }
+    return channel_create(project=project, user=project.created_by, name="slack", kind="webhook", url=url)
+
+
+def _settled(delivery_ids: list[int]) -> dict[int, str]:
+    """The deliveries' states once none is pending (the worker sends them after alert_deliver)."""
+    from control.models import AlertDelivery
+
+    deadline = time.monotonic() + WAIT
+    while True:
+        states = dict(AlertDelivery.objects.filter(pk__in=delivery_ids).values_list("pk", "state"))
+        if "pending" not in states.values() or time.monotonic() > deadline:
+            return states
+        time.sleep(0.05)
 
 
 def test_heartbeat_runs_on_the_worker(worker):
@@ -98,58 +115,86 @@ def test_housekeeping_purges_old_tokens_on_the_worker(worker, user):
 
 
 def test_a_fired_alert_is_delivered_to_the_webhook_by_the_worker(
-    worker, webhook, project, run, make_rule, ingest
+    worker, webhook, settings, project, run, make_rule, ingest
 ):
     from control.models import Alert
+    from control.services.notifications import webhook_payload, webhook_signature
 
-    make_rule(project, name="accuracy collapse", webhook_url=webhook.url)
-    # The ingest commits, then enqueues alert_deliver by name; the worker posts to the webhook.
+    settings.TRIUNE_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the test endpoint listens on loopback
+    channel = _webhook_channel(project, webhook.url)
+    make_rule(project, name="accuracy collapse", channels=[channel])
+    # The ingest commits, then enqueues alert_deliver by name; the worker makes one delivery and
+    # enqueues delivery_send, which posts to the webhook.
     ingest(run, (7, "reward/accuracy", "geo", 0.125))
     assert webhook.arrived.wait(WAIT), "the webhook was not called"
-    alert = Alert.objects.get(run=run)
+    alert = Alert.objects.select_related("rule", "run").get(run=run)
     assert len(webhook.hits) == 1
     hit = webhook.hits[0]
     assert hit["path"] == "/services/T000/B000/XXXX"
     assert hit["content_type"] == "application/json"
-    assert json.loads(hit["body"]) == _expected_payload(alert, run)
+    assert json.loads(hit["body"]) == webhook_payload(alert)
     assert alert.message in json.loads(hit["body"])["text"]
+    timestamp = hit["headers"]["X-Triune-Timestamp"]
+    expected = webhook_signature(secret=channel.secret, timestamp=timestamp, body=hit["body"])
+    assert hit["headers"]["X-Triune-Signature"] == expected
+    [delivery] = alert.deliveries.all()
+    assert _settled([delivery.pk]) == {delivery.pk: "sent"}
 
 
-def test_alert_deliver_reports_every_channel(worker, webhook, project, run, make_rule, ingest, mailoutbox):
-    from control.models import Alert
+def test_alert_deliver_sends_to_every_channel(
+    worker, webhook, settings, project, run, make_rule, ingest, mailoutbox
+):
+    from control.models import Alert, AlertDelivery
+    from control.services.notifications import channel_create
 
-    make_rule(project, name="nan loss", webhook_url=webhook.url, email="oncall@example.com")
+    settings.TRIUNE_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    hook = _webhook_channel(project, webhook.url)
+    mail = channel_create(
+        project=project, user=project.created_by, name="on call", kind="email", email="oncall@example.com"
+    )
+    make_rule(project, name="nan loss", channels=[hook, mail])
     with pytest.MonkeyPatch.context() as patch:  # deliver by hand below, not from the ingest
         patch.setattr("control.services.alerts.enqueue_task", lambda *args: None)
         ingest(run, (1, "reward/accuracy", "geo", 0.0))
     alert = Alert.objects.get(run=run)
-    delivered = worker.app.send_task("workers.tasks.alert_deliver", args=[alert.pk]).get(timeout=WAIT)
-    assert delivered == ["in_app", "webhook", "email"]
-    assert json.loads(webhook.hits[0]["body"]) == _expected_payload(alert, run)
-    assert [(m.subject, m.to, m.body) for m in mailoutbox] == [
-        ("[Triune] nan loss", ["oncall@example.com"], alert.message)
+    delivery_ids = worker.app.send_task("workers.tasks.alert_deliver", args=[alert.pk]).get(timeout=WAIT)
+    assert sorted(AlertDelivery.objects.filter(pk__in=delivery_ids).values_list("channel_id", flat=True)) == [
+        hook.pk,
+        mail.pk,
     ]
+    assert _settled(delivery_ids) == dict.fromkeys(delivery_ids, "sent")
+    assert len(webhook.hits) == 1
+    assert [(m.subject, m.to) for m in mailoutbox] == [("[Triune] warning nan loss", ["oncall@example.com"])]
+    assert mailoutbox[0].body.startswith(alert.message + "\n")
 
 
 def test_alert_deliver_of_a_missing_alert_does_nothing(worker):
     assert worker.app.send_task("workers.tasks.alert_deliver", args=[987654]).get(timeout=WAIT) == []
 
 
-def test_a_failing_webhook_is_retried_then_fails(webhook, project, run, make_rule, ingest):
+def test_a_failing_webhook_is_retried_then_fails(webhook, settings, project, run, make_rule, ingest):
+    from control.models import Alert, AlertDelivery
+    from control.services.notifications import alert_notify
+    from workers.tasks import delivery_send_task
 
-    from control.models import Alert
-    from workers.tasks import alert_deliver
-
+    settings.TRIUNE_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     webhook.state["status"] = 500
-    make_rule(project, name="r", webhook_url=webhook.url)
+    make_rule(project, name="r", channels=[_webhook_channel(project, webhook.url)])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("control.services.alerts.enqueue_task", lambda *args: None)
+        patch.setattr("control.services.notifications.enqueue_task", lambda *args: None)
         ingest(run, (0, "reward/accuracy", "geo", 0.0))
+        [delivery] = alert_notify(alert_id=Alert.objects.get(run=run).pk)
     # Run eagerly: retries happen at once instead of after their back-off.
-    result = alert_deliver.apply(args=[Alert.objects.get(run=run).pk])
-    assert result.failed()
-    assert isinstance(result.result, OSError)  # HTTPError is an OSError: autoretry_for=(OSError,)
-    assert len(webhook.hits) == 1 + alert_deliver.max_retries
+    assert delivery_send_task.apply(args=[delivery.pk]).get() == "failed"
+    assert len(webhook.hits) == 1 + delivery_send_task.max_retries
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts, delivery.last_error) == (
+        "failed",
+        1 + delivery_send_task.max_retries,
+        "the webhook answered HTTP 500",
+    )
+    assert AlertDelivery.objects.filter(state="sent").count() == 0
 
 
 def test_the_beat_schedule_names_registered_tasks():
