@@ -140,6 +140,7 @@ ENDPOINTS = [
     Endpoint("get", "alert-rules/{rule}/", 200),
     Endpoint("patch", "alert-rules/{rule}/", 200, lambda ids: {"threshold": 0.25}, project_write=True),
     Endpoint("delete", "alert-rules/{rule}/", 204, project_write=True),
+    Endpoint("post", "alert-rules/defaults/?project={project}", 200, project_write=True),
     Endpoint("get", "alerts/", 200, list_key="run"),
     Endpoint("post", "alerts/{alert}/acknowledge/", 200, project_write=True),
     Endpoint("post", "alerts/{alert}/resolve/", 200, project_write=True),
@@ -173,7 +174,8 @@ RUN_TOKEN_REFUSED = "a run-scoped token may only write metrics of its own run"
 
 
 def _route_key(route: str) -> str:
-    return re.sub(r"<[^>]+>|\{[^}]+\}", "{}", route)
+    """A route with its placeholders blanked and without its query string."""
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "{}", route.split("?")[0])
 
 
 def test_the_table_covers_every_route_and_method():
