@@ -94,6 +94,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "webui.context_processors.projects",
+                "webui.context_processors.open_alerts",
             ],
         },
     },

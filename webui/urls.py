@@ -1,7 +1,16 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webui import alert_views, data_views, launch_views, runs_views, token_views, views
+from webui import (
+    alert_rule_views,
+    alert_views,
+    channel_views,
+    data_views,
+    launch_views,
+    runs_views,
+    token_views,
+    views,
+)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -30,6 +39,41 @@ urlpatterns = [
         "projects/<int:project_id>/alerts/<int:alert_id>/resolve/",
         alert_views.alert_resolve_view,
         name="alert-resolve",
+    ),
+    path("projects/<int:project_id>/alert-rules/", alert_rule_views.alert_rules_page, name="alert-rules"),
+    path(
+        "projects/<int:project_id>/alert-rules/new/", alert_rule_views.alert_rule_new, name="alert-rule-new"
+    ),
+    path(
+        "projects/<int:project_id>/alert-rules/restore/",
+        alert_rule_views.alert_rules_restore,
+        name="alert-rules-restore",
+    ),
+    path(
+        "projects/<int:project_id>/alert-rules/<int:rule_id>/",
+        alert_rule_views.alert_rule_edit,
+        name="alert-rule-edit",
+    ),
+    path(
+        "projects/<int:project_id>/alert-rules/<int:rule_id>/enabled/",
+        alert_rule_views.alert_rule_enable,
+        name="alert-rule-enable",
+    ),
+    path(
+        "projects/<int:project_id>/alert-rules/<int:rule_id>/delete/",
+        alert_rule_views.alert_rule_delete,
+        name="alert-rule-delete",
+    ),
+    path("projects/<int:project_id>/channels/", channel_views.channels_page, name="channels"),
+    path(
+        "projects/<int:project_id>/channels/<int:channel_id>/test/",
+        channel_views.channel_test_view,
+        name="channel-test",
+    ),
+    path(
+        "projects/<int:project_id>/channels/<int:channel_id>/delete/",
+        channel_views.channel_delete_view,
+        name="channel-delete",
     ),
     path("tokens/", token_views.tokens_page, name="tokens"),
     path("tokens/<int:token_id>/revoke/", token_views.token_revoke, name="token-revoke"),
