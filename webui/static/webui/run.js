@@ -1,15 +1,19 @@
 // The live run page: history from the series API, new points from the websocket, drawn in
 // place. Modules: run_series.js (history and the store), run_charts.js (Plotly drawing),
 // run_live.js (websocket), run_controls.js (header, buttons and chart controls), run_logs.js
-// (log tail and artifacts). This one wires them together.
+// (log tail and artifacts), run_toast.js (a toast for each alert fired). This one wires them
+// together.
 
 import { Changes, SeriesStore, REQUESTS, fetchRequest, fetchSeries } from "./run_series.js";
 import { ChartBoard, SourceStyles } from "./run_charts.js";
 import { Live } from "./run_live.js";
 import { Controls, Header } from "./run_controls.js";
 import { Artifacts, LogTail } from "./run_logs.js";
+import { Toasts } from "./run_toast.js";
+import { requestJson } from "./run_dom.js";
 
 const DETECTION_TASKS = ["detection", "grounding"];
+const RECENT_ALERTS = 50; // besides the open ones, the run's latest alerts are marked on the charts
 
 // Plotly (1.5 MB) loads async: the history is fetched and stored while the browser compiles it,
 // and the charts are drawn once both are there.
@@ -38,8 +42,64 @@ const header = new Header(config, {
   onStatus: () => {
     if (logs) logs.poke();
     if (artifacts) artifacts.refresh();
+    refreshOpenAlerts();
   },
 });
+const toasts = new Toasts();
+
+// An alert as the charts mark it, from the alerts API (rule_name) or the websocket (rule).
+function markOf(alert) {
+  return {
+    id: alert.id,
+    key: alert.key || "",
+    source: alert.source || "",
+    step: alert.step,
+    severity: alert.severity,
+    state: alert.state,
+    rule: alert.rule_name !== undefined ? alert.rule_name : alert.rule,
+    message: alert.message,
+  };
+}
+
+// The run's open alerts and its latest ones, marked on the charts; and the number of open alerts
+// of the project in the nav. Read again (once, shortly after) when an alert fires or the run's
+// state changes.
+async function loadAlertMarks() {
+  const base = "/api/v1/alerts/?run=" + encodeURIComponent(config.id);
+  const answers = await Promise.allSettled([
+    requestJson("GET", base + "&state=firing&page_size=500"),
+    requestJson("GET", base + "&state=acknowledged&page_size=500"),
+    requestJson("GET", base + "&page_size=" + RECENT_ALERTS),
+  ]);
+  if (answers.some((answer) => answer.status === "rejected")) return;
+  board.setAlerts(answers.flatMap((answer) => answer.value.results || []).map(markOf));
+}
+
+async function countNavAlerts() {
+  const badge = document.getElementById("nav-open-alerts");
+  if (!badge) return;
+  const base = "/api/v1/alerts/?project=" + encodeURIComponent(config.project) + "&page_size=1&state=";
+  try {
+    const [firing, acknowledged] = await Promise.all([
+      requestJson("GET", base + "firing"),
+      requestJson("GET", base + "acknowledged"),
+    ]);
+    const count = firing.count + acknowledged.count;
+    badge.querySelector(".count").textContent = String(count);
+    badge.hidden = !(count > 0);
+  } catch (err) {
+    // the badge keeps the number it had
+  }
+}
+
+let alertsTimer = 0;
+function refreshOpenAlerts() {
+  clearTimeout(alertsTimer);
+  alertsTimer = setTimeout(() => {
+    loadAlertMarks();
+    countNavAlerts();
+  }, 500);
+}
 logs = new LogTail(config.id, () => header.active);
 artifacts = new Artifacts(config.id, () => header.active);
 
@@ -123,8 +183,11 @@ const live = new Live(config.id, {
   status(run) {
     header.show(run);
   },
-  alert() {
+  alert(alert) {
     header.refreshAlerts();
+    toasts.show(alert);
+    board.addAlert(markOf({ ...alert, state: "firing" }));
+    refreshOpenAlerts();
   },
   state(text) {
     liveState.textContent = text;
@@ -191,6 +254,7 @@ const controls = new Controls(config, board, {
   },
 });
 
+loadAlertMarks();
 reload()
   .then((through) => live.start(through === null ? config.last_step : through))
   .catch((err) => {

@@ -362,7 +362,7 @@ class LineChart extends Chart {
       const c = this.constant;
       layout.yaxis.range = [c - Math.abs(c) / 2, c + Math.abs(c) / 2];
     }
-    if (this.spec.switches) Object.assign(layout, this.board.switchMarks());
+    Object.assign(layout, this.board.marks(this));
     return layout;
   }
 
@@ -538,7 +538,7 @@ class LineChart extends Chart {
   }
 
   relayoutSwitches() {
-    if (this.spec.switches && this.div.data) return Plotly.relayout(this.div, this.board.switchMarks());
+    if (this.spec.switches && this.div.data) return Plotly.relayout(this.div, this.board.marks(this));
     return null;
   }
 }
@@ -606,6 +606,7 @@ class HeatmapChart extends Chart {
       uirevision: this.board.options.x,
       xaxis: { type: this.board.options.x === "time" ? "date" : "linear" },
       yaxis: { automargin: true, type: "category" },
+      ...this.board.marks(this),
     };
     return Plotly.react(this.div, [trace], layout, PLOTLY_CONFIG);
   }
@@ -634,6 +635,24 @@ class HeatmapChart extends Chart {
   }
 }
 
+// Darker than the sources' colours (PALETTE), so a mark is not read as a series.
+const SEVERITY_COLOURS = { error: "#991b1b", warning: "#92400e", info: "#1e3a8a" };
+
+function isAlert(alert) {
+  return Boolean(alert) && Number.isFinite(alert.id) && Number.isFinite(alert.step) && typeof alert.key === "string";
+}
+
+function alertsSignature(marks) {
+  return marks.map(({ alert, x }) => alert.id + "@" + x + ":" + alert.state).join(",");
+}
+
+// The time of ``step`` in ``series`` (of the first step after it, when that one is missing), or null.
+function timeAt(series, step) {
+  const i = series.indexOf(step);
+  const time = i < series.times.length ? series.times[i] : null;
+  return time === undefined ? null : time;
+}
+
 function log10(value) {
   return value === undefined || value === null || !(value > 0) ? null : Math.log10(value);
 }
@@ -657,6 +676,7 @@ export class ChartBoard {
     this.options = { hidden: new Set(), smoothing: 0, x: "step", log: false, band: false };
     this.charts = new Map();
     this.overlay = null; // {id, store}
+    this.alerts = new Map(); // alert id -> {id, key, source, step, severity, state, rule, message}
     this.pending = null;
     this.frame = 0;
     this.idle = 0;
@@ -740,6 +760,94 @@ export class ChartBoard {
         font: { size: 10, color: "#374151" },
       })),
     };
+  }
+
+  // ---- Alert marks: each open or recent alert of the run, on the charts of its key and source at
+  // its step (a line and a label at the foot of the chart; resolved ones faint and dotted),
+  // in the same shapes and annotations as the switch marks but computed apart from them.
+
+  setAlerts(alerts) {
+    this.alerts = new Map(alerts.filter(isAlert).map((alert) => [alert.id, alert]));
+    this.relayoutAlerts();
+  }
+
+  addAlert(alert) {
+    if (!isAlert(alert)) return;
+    this.alerts.set(alert.id, { ...this.alerts.get(alert.id), ...alert });
+    this.relayoutAlerts();
+  }
+
+  // The alerts drawn on ``chart`` with their x: the step, or on the wall-time axis the time of that
+  // step in the series the alert fired on (not drawn until that point is there). The alerts of a
+  // source hidden by the controls are not drawn.
+  alertsOn(chart) {
+    if (!this.alerts.size) return [];
+    const members = new Map();
+    for (const series of chart.members.keys()) members.set(series.key + "\u0000" + series.source, series);
+    const out = [];
+    for (const alert of this.alerts.values()) {
+      const series = members.get(alert.key + "\u0000" + (alert.source || GLOBAL));
+      if (!series || (chart.spec.bySource && !this.sourceVisible(series.source))) continue;
+      const x = this.options.x === "time" ? timeAt(series, alert.step) : alert.step;
+      if (x !== null) out.push({ alert: alert, x: x, label: chart.spec.bySource ? this.styles.style(series.source).label : alert.rule });
+    }
+    return out.sort((a, b) => a.alert.id - b.alert.id);
+  }
+
+  alertMarks(chart) {
+    const marks = this.alertsOn(chart);
+    chart.alertsDrawn = alertsSignature(marks);
+    const shapes = [];
+    const annotations = [];
+    // A label is written away from the nearer end of the x axis, so it stays inside the chart.
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const series of marks.length ? chart.members.keys() : []) {
+      const xs = this.xOf(series);
+      if (xs.length) {
+        lo = Math.min(lo, xs[0]);
+        hi = Math.max(hi, xs[xs.length - 1]);
+      }
+    }
+    for (const { alert, x, label } of marks) {
+      const open = alert.state !== "resolved";
+      const colour = SEVERITY_COLOURS[alert.severity] || SEVERITY_COLOURS.warning;
+      const name = "alert-" + alert.id;
+      shapes.push({
+        type: "line", name: name, xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
+        line: { color: colour, width: 2, dash: open ? "solid" : "dot" }, opacity: open ? 0.75 : 0.4,
+      });
+      const text = "⚠ " + String(label || "alert");
+      annotations.push({
+        name: name, x: x, xref: "x", y: 0, yref: "paper", yanchor: "bottom", xanchor: x > (lo + hi) / 2 ? "right" : "left",
+        showarrow: false, bordercolor: colour, borderpad: 1,
+        text: escapeHtml(text.length > 30 ? text.slice(0, 29) + "…" : text),
+        hovertext: escapeHtml((alert.rule ? alert.rule + ": " : "") + (alert.message || "")),
+        font: { size: 10, color: colour }, bgcolor: "rgba(255,255,255,0.85)", opacity: open ? 1 : 0.6,
+      });
+    }
+    return { shapes: shapes, annotations: annotations };
+  }
+
+  // Everything drawn over a chart's data: the IoU switch marks (on the charts that show them),
+  // then the alert marks.
+  marks(chart) {
+    const switches = chart.spec.switches ? this.switchMarks() : { shapes: [], annotations: [] };
+    const alerts = this.alertMarks(chart);
+    return {
+      shapes: switches.shapes.concat(alerts.shapes),
+      annotations: switches.annotations.concat(alerts.annotations),
+    };
+  }
+
+  // Draw the alert marks again on the charts drawn whose marks changed; a chart waiting for a
+  // redraw gets them then.
+  relayoutAlerts() {
+    for (const chart of this.charts.values()) {
+      if (chart.dirty || !chart.div.data) continue;
+      if (alertsSignature(this.alertsOn(chart)) === (chart.alertsDrawn || "")) continue;
+      Plotly.relayout(chart.div, this.marks(chart));
+    }
   }
 
   chartFor(spec) {
@@ -928,6 +1036,7 @@ export class ChartBoard {
         if (switched) chart.relayoutSwitches();
       }
     }
+    if (this.alerts.size && this.options.x === "time") this.relayoutAlerts();
     this.scheduleIdle();
     this.updateEmpty();
   }
@@ -954,6 +1063,7 @@ export class ChartBoard {
     this.options[name] = value;
     if (name === "hidden") {
       this.redraw((chart) => chart.restyleVisibility());
+      this.relayoutAlerts();
     } else if (name === "log") {
       this.redraw((chart) => {
         if (chart.spec.kind !== "line" || !chart.div.data) return chart.render();
