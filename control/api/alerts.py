@@ -22,6 +22,7 @@ RULE_FIELDS = [
     "window",
     "change_by",
     "warmup",
+    "combine",
     "denominator_key",
     "stall_minutes",
     "lifecycle_states",
@@ -57,6 +58,7 @@ class _RuleFields(StrictSerializer):
     window = serializers.IntegerField(min_value=1, max_value=1000)
     change_by = serializers.ChoiceField(choices=AlertRule.ChangeBy.choices)
     warmup = serializers.IntegerField(min_value=0, max_value=100_000)
+    combine = serializers.ChoiceField(choices=AlertRule.Combine.choices)
     denominator_key = serializers.RegexField(r"^[A-Za-z0-9_./@:+\-]{0,200}$", allow_blank=True)
     stall_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60)
     lifecycle_states = serializers.ListField(

@@ -75,6 +75,29 @@ def test_the_rule_defaults(project, owner):
         "channels": [],
         "builtin": "",
     }
+    assert created["combine"] == "each"
+
+
+def test_the_layers_of_a_module_as_one_series(project, run, owner):
+    body = {
+        "project": project.pk,
+        "name": "vision spike",
+        "kind": "threshold",
+        "key": "grad_norm/vision.*",
+        "combine": "max",
+        "condition": "above",
+        "threshold": 100.0,
+    }
+    created = owner.post(API + "alert-rules/", body, format="json")
+    assert created.status_code == 201 and created.json()["combine"] == "max"
+    points = [
+        {"step": 1, "key": f"grad_norm/vision.{i}", "source": "", "value": v}
+        for i, v in enumerate([1.0, 500.0, 2.0])
+    ]
+    owner.post(API + f"runs/{run.pk}/metrics/", {"points": points}, format="json")
+    alerts = owner.get(API + "alerts/", {"run": run.pk}).json()["results"]
+    assert [(a["key"], a["value"]) for a in alerts] == [("grad_norm/vision.1", 500.0)]
+    assert "grad_norm/vision.1 (the largest of grad_norm/vision.*)" in alerts[0]["message"]
 
 
 def test_each_kind_says_what_it_lacks(project, owner):
