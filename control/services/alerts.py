@@ -12,6 +12,7 @@ so an ingest never waits on them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -168,9 +169,10 @@ def alert_rule_update(
 # ---- which rules watch a run ---------------------------------------------------------------
 
 
-def _rules_for(run: Run, kinds: Sequence[str]) -> list[AlertRule]:
-    """The project's enabled rules of ``kinds`` whose scope takes in ``run``."""
-    rules = list(AlertRule.objects.filter(project_id=run.project_id, enabled=True, kind__in=kinds))
+def _rules_for(run: Run, kinds: Sequence[str], rules: list[AlertRule] | None = None) -> list[AlertRule]:
+    """The project's enabled rules of ``kinds`` (or ``rules``, already read) whose scope takes in ``run``."""
+    if rules is None:
+        rules = list(AlertRule.objects.filter(project_id=run.project_id, enabled=True, kind__in=kinds))
     tags: set[str] | None = None
     picked = []
     for rule in rules:
@@ -287,16 +289,28 @@ def _resolve_open(alert_id: int, now) -> None:
 
 
 _STATE_TABLE = AlertState._meta.db_table
-# The rules' states of a run and their open alerts in one round trip (alert id null: a state).
+# In one round trip: a fingerprint of the project's enabled point rules (every column of every
+# row, so any change to them shows), then their states on the run and their open alerts on it.
 # No FOR UPDATE: metric_points_ingest has already updated the run's row in this transaction, and
 # that row lock makes a second ingest of the same run wait until this one commits.
-_STATES_AND_OPEN_SQL = f"""
-SELECT rule_id, source, key, state::text, NULL::bigint FROM {_STATE_TABLE}
-WHERE run_id = %(run)s AND rule_id = ANY(%(rules)s::bigint[])
+_BATCH_SQL = f"""
+WITH rules AS MATERIALIZED (
+    SELECT r.* FROM {AlertRule._meta.db_table} r
+    WHERE r.project_id = %(project)s AND r.enabled AND r.kind = ANY(%(kinds)s::text[])
+)
+SELECT 'f', NULL::bigint, NULL::text, NULL::text,
+       (SELECT md5(coalesce(string_agg(r::text, ',' ORDER BY r.id), '')) FROM rules r), NULL::bigint
 UNION ALL
-SELECT rule_id, source, key, NULL, id FROM {Alert._meta.db_table}
-WHERE run_id = %(run)s AND rule_id = ANY(%(rules)s::bigint[]) AND state IN ('firing', 'acknowledged')
+SELECT 's', rule_id, source, key, state::text, NULL FROM {_STATE_TABLE}
+WHERE run_id = %(run)s AND rule_id IN (SELECT id FROM rules)
+UNION ALL
+SELECT 'a', rule_id, source, key, NULL, id FROM {Alert._meta.db_table}
+WHERE run_id = %(run)s AND rule_id IN (SELECT id FROM rules) AND state IN ('firing', 'acknowledged')
 """
+# project id -> (fingerprint, its enabled point rules): a web process reads a project's rules
+# again only when they changed.
+_RULES_SEEN: dict[int, tuple[str, list[AlertRule]]] = {}
+_NO_RULES = hashlib.md5(b"").hexdigest()  # noqa: S324 - a fingerprint, not a secret
 _STATES_UPSERT_SQL = f"""
 INSERT INTO {_STATE_TABLE} (rule_id, run_id, source, key, state, updated_at)
 SELECT t.rule_id, %s, t.source, t.key, t.state::jsonb, now()
@@ -366,7 +380,9 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
     """Judge the project's point rules on newly ingested points of ``run``; returns the alerts opened.
 
     Runs inside the ingest's transaction, which holds the run's row lock (one ingest of a run at
-    a time judges its states); the states are read in one query and written back in one.
+    a time judges its states); the rules' fingerprint, the states and the open alerts are read in
+    one query (the rules themselves only when their fingerprint changed) and the states written
+    back in one.
     ``previous_metric_at``: when the run's points came before these (its open stall alerts
     resolve when that was over a minute ago).
     """
@@ -375,22 +391,28 @@ def alert_rules_evaluate(*, run: Run, points: Sequence[PointIn], previous_metric
     now = timezone.now()
     if previous_metric_at is None or now - previous_metric_at > timedelta(minutes=1):
         _resolve_stalls(run)
-    rules = _rules_for(run, POINT_KINDS)
-    if not rules:
-        return []
-    work, rate_work = _work_of(rules, _series_of(points))
-    if not work and not rate_work:
-        return []
-    rule_ids = list({rule.pk for rule in rules})
+    fingerprint = _NO_RULES
     stored: dict[tuple[int, str, str], str] = {}
     open_alerts: dict[tuple[int, str], tuple[int, str]] = {}  # (rule, source) -> (alert id, its key)
     with connection.cursor() as cursor:
-        cursor.execute(_STATES_AND_OPEN_SQL, {"run": run.pk, "rules": rule_ids})
-        for rule_id, source, key, state, alert_id in cursor.fetchall():
-            if alert_id is None:
-                stored[(rule_id, source, key)] = state
+        cursor.execute(_BATCH_SQL, {"project": run.project_id, "kinds": list(POINT_KINDS), "run": run.pk})
+        for row, rule_id, source, key, text, alert_id in cursor.fetchall():
+            if row == "f":
+                fingerprint = text
+            elif row == "s":
+                stored[(rule_id, source, key)] = text
             else:
                 open_alerts[(rule_id, source)] = (alert_id, key)
+    if fingerprint == _NO_RULES:
+        return []
+    seen = _RULES_SEEN.get(run.project_id)
+    if seen is None or seen[0] != fingerprint:
+        enabled = AlertRule.objects.filter(project_id=run.project_id, enabled=True, kind__in=POINT_KINDS)
+        seen = _RULES_SEEN[run.project_id] = (fingerprint, list(enabled))
+    rules = _rules_for(run, POINT_KINDS, seen[1])
+    work, rate_work = _work_of(rules, _series_of(points))
+    if not work and not rate_work:
+        return []
     changed: dict[tuple[int, str, str], dict] = {}
     opened: list[Alert] = []
 
