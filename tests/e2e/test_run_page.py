@@ -245,6 +245,7 @@ def test_history_per_source_then_live_points_in_place(page, live_server_url, wat
     _wait_last_x(page, "grad_norm/language", 0, 11)
     assert page.evaluate("() => window.__reacts") == 0
     assert page.locator("#last-step").inner_text() == "11"
+    assert page.locator("#run-eta").inner_text().startswith("6%")  # 11 of 200 steps, as they came
     # The first metrics marked the run running: its badge followed over the websocket.
     assert page.locator("#run-status").inner_text() == "running"
 
@@ -276,6 +277,41 @@ def test_history_per_source_then_live_points_in_place(page, live_server_url, wat
     page.click("#run-cancel")
     page.locator("#run-status", has_text="cancelling").wait_for(timeout=WAIT_MS)
     assert page.locator("#run-cancel").is_hidden()
+    assert errors == []
+
+
+def test_learning_signal_charts_sit_in_the_per_source_section(page, live_server_url, watched):
+    """``grpo/*`` keys are read with the first screen's history and drawn in their own group of
+    the Per source section, right after the rewards; ``response_length/drift`` joins the lengths."""
+    trainer = Trainer(live_server_url, watched)
+    sources = ["synth_counting", "synth_detection"]
+    signal = [
+        (step, key, source, value)
+        for step in range(5)
+        for source, share in (("synth_counting", 0.25), ("synth_detection", 0.75), ("", 0.5))
+        for key, value in (
+            ("grpo/frac_zero_std", share),
+            ("grpo/reward_std", 0.3),
+            ("grpo/adv_abs_mean", 0.6),
+            ("response_length/drift", float(step)),
+        )
+    ]
+    trainer.post([p for step in range(5) for p in _step_points(step, sources)] + signal)
+    page.set_viewport_size(DESKTOP)
+    errors = _open(page, live_server_url, watched)
+    groups = page.locator("#section-per-source").evaluate(
+        "(section) => Array.from(section.querySelectorAll('.chart-group'), g => g.dataset.group)"
+    )
+    assert groups[:3] == ["rewards", "signal", "length"]
+    group = page.locator("#section-per-source .chart-group[data-group=signal]")
+    assert group.locator("h3").inner_text() == "Learning signal"
+    keys = group.evaluate("(g) => Array.from(g.querySelectorAll('.chart'), d => d.dataset.key)")
+    assert keys == ["grpo/frac_zero_std", "grpo/reward_std", "grpo/adv_abs_mean"]
+    frac = [_trace(page, "grpo/frac_zero_std", i) for i in range(3)]
+    assert [t["name"] for t in frac] == ["synth_counting", "synth_detection", "all"]
+    assert frac[1]["x"] == list(range(5)) and frac[1]["y"] == [0.75] * 5
+    length = page.locator("#section-per-source .chart-group[data-group=length]")
+    assert length.locator('.chart[data-key="response_length/drift"]').count() == 1
     assert errors == []
 
 

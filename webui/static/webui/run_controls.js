@@ -79,6 +79,7 @@ export class Header {
     const bar = $("run-progress");
     bar.max = Math.max(this.run.total_steps || 1, 1);
     bar.value = Math.max(0, Math.min(this.step, bar.max));
+    this.showEta();
   }
 
   showProgress(progress) {
