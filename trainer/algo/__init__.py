@@ -1,6 +1,7 @@
 """The GRPO algorithm as pure functions, and the policy update that uses them.
 
 - :func:`group_advantages`: (r − mean_g) / (std_g + 1e-6) per prompt group (arXiv 2402.03300);
+- :func:`zero_std_groups`: the groups without a learning signal (DAPO's dynamic sampling, arXiv 2503.14476);
 - :func:`policy_loss`: token-mean PPO clip, clip-higher (arXiv 2503.14476), dual clip (arXiv 1912.09729);
 - :func:`kl_penalty`, :func:`entropy_from_logits`, :func:`masked_mean`;
 - :func:`token_logprobs`: the training forward over response tokens;
@@ -8,7 +9,7 @@
 - :func:`update_policy`: one rollout batch → one or several optimizer steps.
 """
 
-from trainer.algo.advantages import group_advantages
+from trainer.algo.advantages import group_advantages, zero_std_groups
 from trainer.algo.logprobs import token_logprobs
 from trainer.algo.losses import KL_ESTIMATORS, entropy_from_logits, kl_penalty, masked_mean, policy_loss
 from trainer.algo.schedule import warmup_constant_factor, warmup_constant_schedule, warmup_steps
@@ -28,4 +29,5 @@ __all__ = [
     "warmup_constant_factor",
     "warmup_constant_schedule",
     "warmup_steps",
+    "zero_std_groups",
 ]

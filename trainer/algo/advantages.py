@@ -79,3 +79,23 @@ def group_advantages(
     constant = (highest == lowest)[index]
     advantages = centred / (std[index] + eps)
     return torch.where(constant, torch.zeros_like(advantages), advantages).to(torch.float32)
+
+
+def zero_std_groups(rewards: Sequence[float], group_ids: Sequence[int]) -> list[int]:
+    """The group ids whose rewards are all equal, in order of first occurrence.
+
+    Such a group has advantage 0 for every response (:func:`group_advantages`), so it adds no
+    gradient; DAPO's dynamic sampling (arXiv 2503.14476, §3.2) filters it out and samples again.
+
+    >>> zero_std_groups([1.0, 0.0, 0.5, 0.5, 1.0], [0, 0, 1, 1, 2])
+    [1, 2]
+    """
+    if len(rewards) != len(group_ids):
+        raise ValueError(f"{len(rewards)} rewards but {len(group_ids)} group ids")
+    low: dict[int, float] = {}
+    high: dict[int, float] = {}
+    for reward, group in zip(rewards, group_ids, strict=True):
+        value = float(reward)
+        low[group] = min(low.get(group, value), value)
+        high[group] = max(high.get(group, value), value)
+    return [group for group in low if low[group] == high[group]]

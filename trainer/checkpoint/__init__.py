@@ -11,6 +11,7 @@ from trainer.checkpoint.atomic import atomic_directory
 from trainer.checkpoint.export import export_policy, write_policy
 from trainer.checkpoint.fingerprint import (
     DataFingerprinter,
+    config_defaults,
     config_differences,
     config_identity,
     data_differences,
@@ -60,6 +61,7 @@ __all__ = [
     "check_resume",
     "checkpoint_name",
     "checkpoint_root",
+    "config_defaults",
     "config_differences",
     "config_identity",
     "data_differences",

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import fsspec
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from torch import nn
 
 from trainer.config import ResolvedSource, TrainConfig
@@ -76,13 +78,42 @@ def _flatten(value: object, prefix: str = "") -> dict[str, object]:
     return {prefix: value}
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def config_defaults(model: type[BaseModel] = TrainConfig, prefix: str = "") -> dict[str, object]:
+    """The default of every config field that has one, by dotted key, as JSON values.
+
+    A field added to the config after a checkpoint was saved is absent from its manifest; at its
+    default it trains as the checkpoint did (:func:`config_differences` uses these).
+
+    >>> config_defaults()["algo.dynamic_sampling.enabled"]
+    False
+    """
+    out: dict[str, object] = {}
+    for name, info in model.model_fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out |= config_defaults(annotation, key)
+        elif not info.is_required():
+            out[key] = to_jsonable_python(info.get_default(call_default_factory=True))
+    return out
+
+
+def config_differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, object] | None = None
+) -> list[str]:
     """``"algo.lr: 0.0001 in the checkpoint, 0.001 now"`` for every field that differs.
+
+    With ``defaults`` (dotted key → value), a key the checkpoint lacks counts as its default.
 
     >>> config_differences({"algo": {"lr": 1e-4}}, {"algo": {"lr": 1e-3}})
     ['algo.lr: 0.0001 in the checkpoint, 0.001 now']
+    >>> config_differences({}, {"algo": {"lr": 1e-3}}, defaults={"algo.lr": 1e-3})
+    []
     """
     old, new = _flatten(saved), _flatten(current)
+    for key, value in (defaults or {}).items():
+        if key not in old and key in new:
+            old[key] = value
     lines = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<absent>") != new.get(key, "<absent>"):

@@ -23,6 +23,7 @@ from transformers.processing_utils import ProcessorMixin
 from trainer.checkpoint.export import write_policy
 from trainer.checkpoint.fingerprint import (
     DataFingerprinter,
+    config_defaults,
     config_differences,
     config_identity,
     data_differences,
@@ -176,7 +177,7 @@ def check_resume(
             f"{where}: cannot resume: the data changed since this checkpoint was saved, so the run "
             f"would not see the samples it would have seen:{lines}\nrestore the files, or start a new run"
         )
-    config_lines = config_differences(manifest.get("config", {}), config_identity(config))
+    config_lines = config_differences(manifest.get("config", {}), config_identity(config), config_defaults())
     if config_lines and not force:
         lines = "".join(f"\n  {line}" for line in config_lines)
         raise CheckpointError(

@@ -269,6 +269,39 @@ class KLConfig(Section):
         return self
 
 
+MAX_REFILL_RETRIES = 16
+
+
+class DynamicSamplingConfig(Section):
+    """DAPO's dynamic sampling (arXiv 2503.14476, §3.2): no update on groups without a learning signal."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Leave out of the update every group (the n responses to one prompt) whose final rewards "
+            "are all equal, and sample a fresh prompt of the same source in its place. Off in V-Triune."
+        ),
+    )
+    max_retries: int = Field(
+        2,
+        description=(
+            "Rounds of refills per step; a group still all equal after the last one is dropped from "
+            "the update without a replacement. 0 = drop only."
+        ),
+    )
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, value: int) -> int:
+        if not 0 <= value <= MAX_REFILL_RETRIES:
+            problem(
+                "",
+                f"must be between 0 and {MAX_REFILL_RETRIES} (each retry generates again for the groups "
+                f"it replaces), got {value}",
+            )
+        return value
+
+
 class AlgoConfig(Section):
     """The policy-gradient objective and the optimiser."""
 
@@ -325,6 +358,10 @@ class AlgoConfig(Section):
         3,
         ge=0,
         description="Steps in a row with a NaN/Inf loss that are skipped before the run stops with an error.",
+    )
+    dynamic_sampling: DynamicSamplingConfig = Field(
+        default_factory=DynamicSamplingConfig,
+        description="Refill or drop groups whose rewards are all equal (DAPO); off by default.",
     )
 
 

@@ -106,15 +106,36 @@ class MixtureSampler:
     def __iter__(self) -> Iterator[tuple[str, int]]:
         return self
 
-    def __next__(self) -> tuple[str, int]:
-        name = self._pick_source(self._draws)
+    def _advance(self, name: str) -> int:
         index = int(self._permutation(name)[self._position[name]])
-        self._draws += 1
         self._position[name] += 1
         if self._position[name] == self.sizes[name]:
             self._position[name] = 0
             self._epoch[name] += 1
+        return index
+
+    def __next__(self) -> tuple[str, int]:
+        name = self._pick_source(self._draws)
+        index = self._advance(name)
+        self._draws += 1
         return name, index
+
+    def next_of(self, name: str) -> int:
+        """The next row of source ``name`` in its epoch walk, outside the mixture's draws.
+
+        It moves that source's position as a mixture draw of it would (so its rows are still
+        seen once per epoch), but not :attr:`draws`: which source each later draw picks is
+        unchanged. Dynamic sampling uses it to replace a prompt with one of the same source.
+
+        >>> sampler = MixtureSampler({"a": 3, "b": 2}, {"a": 1.0, "b": 0.0}, seed=0)
+        >>> sorted(sampler.next_of("b") for _ in range(2)), sampler.draws
+        ([0, 1], 0)
+        """
+        if name not in self.sizes:
+            raise ValueError(f"unknown source {name!r}; known: {', '.join(self.sources)}")
+        if self.sizes[name] < 1:
+            raise ValueError(f"source {name!r} has no rows")
+        return self._advance(name)
 
     def draw(self, count: int) -> list[tuple[str, int]]:
         """The next ``count`` draws."""

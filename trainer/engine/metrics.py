@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from trainer.engine.prompts import PromptItem
 from trainer.monitor import (
+    LengthBaseline,
     Metrics,
     SampleRecord,
+    dynamic_sampling_metrics,
     eval_metrics,
     iou_threshold_metric,
+    length_drift_metrics,
     perf_metrics,
     sample_metrics,
     update_metrics,
@@ -35,13 +38,22 @@ class StepTimes:
 
 
 def sample_records(
-    items: Sequence[PromptItem], rollouts: Sequence[Rollout], results: Sequence[RewardResult]
+    items: Sequence[PromptItem],
+    rollouts: Sequence[Rollout],
+    results: Sequence[RewardResult],
+    advantages: Sequence[float] | None = None,
 ) -> list[SampleRecord]:
-    """One record per rollout: its prompt's source and verifier, its rewards and whether scoring failed."""
+    """One record per rollout: its prompt's source and verifier, its rewards and whether scoring failed.
+
+    With ``advantages`` (one per rollout: a training step), each record also carries its GRPO
+    group (the rollout's ``prompt_index``) and its advantage.
+    """
     if len(rollouts) != len(results):
         raise ValueError(f"{len(rollouts)} rollouts but {len(results)} reward results")
+    if advantages is not None and len(advantages) != len(rollouts):
+        raise ValueError(f"{len(rollouts)} rollouts but {len(advantages)} advantages")
     records = []
-    for rollout, result in zip(rollouts, results, strict=True):
+    for position, (rollout, result) in enumerate(zip(rollouts, results, strict=True)):
         item = items[rollout.prompt_index]
         records.append(
             SampleRecord(
@@ -52,6 +64,8 @@ def sample_records(
                 response_length=rollout.response_length,
                 clipped=rollout.clipped,
                 reward_error=result.error is not None,
+                group=None if advantages is None else rollout.prompt_index,
+                advantage=None if advantages is None else float(advantages[position]),
             )
         )
     return records
@@ -72,10 +86,20 @@ def step_metrics(
     step: int,
     total_steps: int,
     iou_schedule: Schedule,
+    length_baselines: Mapping[str | None, LengthBaseline] | None = None,
+    refills: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
 ) -> Metrics:
     """Every metric of a training step: per-sample families per source and global, the IoU threshold
-    at ``step`` (0-based, as the reward used it), the update's ``actor/*`` and ``grad_norm/*``, ``perf/*``."""
+    at ``step`` (0-based, as the reward used it), the update's ``actor/*`` and ``grad_norm/*``, ``perf/*``.
+
+    ``length_baselines`` (counting this step) adds ``response_length/drift``; ``refills`` (groups
+    refilled and dropped per source, under dynamic sampling) adds ``grpo/groups_*``.
+    """
     metrics = sample_metrics(records)
+    if length_baselines is not None:
+        metrics |= length_drift_metrics(records, length_baselines)
+    if refills is not None:
+        metrics |= dynamic_sampling_metrics(*refills)
     metrics |= iou_threshold_metric(step, total_steps, iou_schedule)
     metrics |= update_metrics(update)
     metrics |= perf_metrics(

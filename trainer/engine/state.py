@@ -9,7 +9,7 @@ module states are all a resume needs to draw, sample and update as if never stop
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from transformers import PreTrainedModel
 
 from trainer.data.mixture import MixtureSampler
+from trainer.monitor import LengthBaselines, baselines_from_state, baselines_state
 
 
 def step_seed(seed: int, step: int, purpose: str = "rollout") -> int:
@@ -42,6 +43,8 @@ class TrainState:
     step: int = 0  # training steps completed
     nan_streak: int = 0  # steps in a row whose update skipped an optimizer step (non-finite loss)
     skipped_total: int = 0  # optimizer steps skipped (non-finite loss or gradient norm) so far
+    # per source (None: all) the response lengths that response_length/drift is measured against
+    length_baselines: LengthBaselines = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here (model and optimizer tensors included)."""
@@ -54,6 +57,7 @@ class TrainState:
             "step": self.step,
             "nan_streak": self.nan_streak,
             "skipped_total": self.skipped_total,
+            "length_baselines": baselines_state(self.length_baselines),
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -68,4 +72,6 @@ class TrainState:
         self.step = int(state["step"])
         self.nan_streak = int(state["nan_streak"])
         self.skipped_total = int(state["skipped_total"])
+        # a checkpoint saved before the drift metric existed starts the baselines afresh
+        self.length_baselines = baselines_from_state(state.get("length_baselines", []))
         torch.set_rng_state(state["torch_rng"])

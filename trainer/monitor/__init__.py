@@ -4,6 +4,20 @@ The monitor computes values only; it knows nothing of trackers or HTTP (``traine
 sends what it returns). Every key is documented once in :data:`METRIC_DOCS`.
 """
 
+from trainer.monitor.grpo import (
+    DRIFT_BASELINE_STEPS,
+    GroupStats,
+    LengthBaseline,
+    LengthBaselines,
+    baselines_from_state,
+    baselines_state,
+    dynamic_sampling_metrics,
+    group_stats,
+    grpo_family,
+    grpo_metrics,
+    length_drift_metrics,
+    update_length_baselines,
+)
 from trainer.monitor.keys import (
     METRIC_DOCS,
     REFLECTION_WORDS,
@@ -30,22 +44,33 @@ from trainer.monitor.training import iou_threshold_metric, update_metrics
 from trainer.monitor.values import finalize
 
 __all__ = [
+    "DRIFT_BASELINE_STEPS",
     "METRIC_DOCS",
     "REFLECTION_WORDS",
+    "GroupStats",
+    "LengthBaseline",
+    "LengthBaselines",
     "MetricDoc",
     "MetricKey",
     "Metrics",
     "SampleRecord",
     "Timer",
+    "baselines_from_state",
+    "baselines_state",
     "by_source",
     "count_metrics",
     "describe",
     "detection_metrics",
     "detection_table",
     "doc_key_of",
+    "dynamic_sampling_metrics",
     "eval_metrics",
     "finalize",
+    "group_stats",
+    "grpo_family",
+    "grpo_metrics",
     "iou_threshold_metric",
+    "length_drift_metrics",
     "is_reflective",
     "peak_rss_bytes",
     "perf_metrics",
@@ -56,5 +81,6 @@ __all__ = [
     "response_length_metrics",
     "reward_metrics",
     "sample_metrics",
+    "update_length_baselines",
     "update_metrics",
 ]

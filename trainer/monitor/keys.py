@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from trainer.monitor.grpo import DRIFT_BASELINE_STEPS
+
 # Scope of a key: "source" = one value per data source plus one over the whole step (source
 # null); "global" = one value per step (source null); "eval" = like "source", at evaluation.
 Scope = Literal["source", "global", "eval"]
@@ -77,6 +79,13 @@ METRIC_DOCS: dict[str, MetricDoc] = {
     "response_length/wrong_clip_ratio": MetricDoc(
         "source", "Fraction of wrong responses that hit the length limit; omitted when none is wrong."
     ),
+    "response_length/drift": MetricDoc(
+        "source",
+        "Mean response length this step minus the source's baseline: its mean length over every "
+        f"response of the first {DRIFT_BASELINE_STEPS} steps it was drawn in (this step included while "
+        "it is one of them, "
+        "so the first step's drift is 0). Kept in checkpoints, so a resumed run reports the same drift.",
+    ),
     "reflection/ratio": MetricDoc(
         "source", "Fraction of responses that are reflective (contain a reflection word)."
     ),
@@ -115,6 +124,35 @@ METRIC_DOCS: dict[str, MetricDoc] = {
     "count": MetricDoc("source", "Responses of the source in the step (source null: the whole step)."),
     "reward_errors": MetricDoc(
         "source", "Responses whose scoring timed out or failed; they were scored 0 (source null: all)."
+    ),
+    "grpo/frac_zero_std": MetricDoc(
+        "source",
+        "Share of the step's GRPO groups (the n responses to one prompt; a group belongs to the "
+        "source of its prompt) whose final rewards are all equal: their advantages are 0, so they "
+        "carry no learning signal (TRL's frac_reward_zero_std).",
+    ),
+    "grpo/reward_std": MetricDoc(
+        "source",
+        "Mean over the groups of the population standard deviation (divided by n) of the final "
+        "reward within a group; 0 when every group is constant.",
+    ),
+    "grpo/adv_abs_mean": MetricDoc(
+        "source",
+        "Mean absolute GRPO advantage (r − mean_g) / (std_g + 1e-6), std_g Bessel-corrected as the "
+        "update uses it, over the responses.",
+    ),
+    "grpo/groups_refilled": MetricDoc(
+        "source",
+        "Only with algo.dynamic_sampling.enabled: groups whose final rewards were all equal and that "
+        "were replaced by a fresh prompt of the same source this step (summed over the retries). "
+        "With dynamic sampling every per-source metric covers all the groups sampled in the step, "
+        "replaced ones included.",
+    ),
+    "grpo/groups_dropped": MetricDoc(
+        "source",
+        "Only with algo.dynamic_sampling.enabled: groups still all equal after "
+        "algo.dynamic_sampling.max_retries refills, left out of the update without a replacement; "
+        "the update trains on rollout.prompts_per_step minus these groups.",
     ),
     "detection/iou_threshold": MetricDoc(
         "global",

@@ -20,7 +20,9 @@ class SampleRecord:
     ``_reward``: ``accuracy_reward``, ``format_reward``, ``final_reward``, the detection
     breakdown...). A response is *correct* when its ``accuracy_reward`` is exactly 1.0, as in
     V-Triune's metrics. ``clipped`` says generation stopped at the maximum response length;
-    ``reward_error`` says scoring timed out or failed (its rewards are then 0).
+    ``reward_error`` says scoring timed out or failed (its rewards are then 0). In a training
+    step, ``group`` identifies the prompt (responses with the same group answered the same prompt,
+    a GRPO group) and ``advantage`` is the response's GRPO advantage; both are None elsewhere.
     """
 
     data_source: str
@@ -30,6 +32,8 @@ class SampleRecord:
     response_length: int
     clipped: bool
     reward_error: bool = False
+    group: int | None = None
+    advantage: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_source, str) or not self.data_source:

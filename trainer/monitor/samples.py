@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import SupportsFloat
 
+from trainer.monitor.grpo import grpo_family
 from trainer.monitor.keys import REFLECTION_WORDS, reflection_word_key
 from trainer.monitor.records import REWARD_SUFFIX, MetricKey, Metrics, SampleRecord, by_source
 from trainer.monitor.reflection import reflection_counts
@@ -154,7 +155,10 @@ def count_metrics(records: Sequence[SampleRecord]) -> Metrics:
 
 
 def sample_metrics(records: Sequence[SampleRecord]) -> Metrics:
-    """Every per-sample family of a training step, per source and for the whole step."""
+    """Every per-sample family of a training step, per source and for the whole step.
+
+    The ``grpo/*`` group statistics come from records that carry a group (and an advantage).
+    """
 
     reflection = _reflection_family(_word_counts(records))
 
@@ -165,6 +169,7 @@ def sample_metrics(records: Sequence[SampleRecord]) -> Metrics:
             **_length_family(group),
             **reflection(group),
             **_detection_family(group),
+            **grpo_family(group),
         }
 
     return _per_source(records, family)

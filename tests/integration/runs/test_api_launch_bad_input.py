@@ -76,8 +76,9 @@ def _post(client, body: dict):
 # -- the trainer's schema, through config overrides ------------------------------------------------
 
 LR_KEYS = (
-    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, entropy_coef, grad_clip, kl, lr, "
-    "max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, weight_decay"
+    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
+    "grad_clip, kl, lr, max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, "
+    "weight_decay"
 )
 SECTIONS = "algo, checkpoint, data, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
 

@@ -54,6 +54,10 @@ SOURCE_KEYS = (
     "response_length/clip_ratio",
     "reflection/ratio",
     "reflection_word/wait",
+    "grpo/frac_zero_std",
+    "grpo/reward_std",
+    "grpo/adv_abs_mean",
+    "response_length/drift",
 )
 DETECTION_KEYS = (
     "detection/iou@50",

@@ -212,8 +212,9 @@ GRPO_ONE = (
     "GRPO needs at least 2 responses per prompt (a group of one has advantage 0), got 1; set rollout.n >= 2"
 )
 LR_KEYS = (
-    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, entropy_coef, grad_clip, kl, lr, "
-    "max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, weight_decay"
+    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
+    "grad_clip, kl, lr, max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, "
+    "weight_decay"
 )
 PLACEHOLDER = (
     "'<path/to/Qwen2.5-VL-7B-Instruct>' is a placeholder; override it with model.path=/path/to/checkpoint"

@@ -87,6 +87,7 @@ export const SECTIONS = {
     empty: "No per-source metrics yet.",
     groups: [
       ["rewards", "Rewards"],
+      ["signal", "Learning signal"],
       ["length", "Response length"],
       ["reflection", "Reflection"],
       ["detection", "Detection"],
@@ -118,6 +119,8 @@ const RANKS = {
   "reward/final": 0, "reward/accuracy": 1, "reward/format": 2,
   "response_length/mean": 0, "response_length/correct_mean": 1, "response_length/clip_ratio": 2,
   "response_length/correct_clip_ratio": 3,
+  "grpo/frac_zero_std": 0, "grpo/reward_std": 1, "grpo/adv_abs_mean": 2, "grpo/groups_refilled": 3,
+  "grpo/groups_dropped": 4,
   "reflection/ratio": 0, "reflection/correct_in_reflective": 1, "reflection/ratio_in_correct": 2,
   "actor/pg_loss": 0, "actor/kl": 1, "actor/entropy": 2, "actor/clipfrac": 3, "actor/lr": 4,
   "actor/grad_norm": 5,
@@ -149,6 +152,7 @@ function pairOf(key) {
 
 function perSourceGroup(key) {
   if (key.startsWith("reward/")) return "rewards";
+  if (key.startsWith("grpo/")) return "signal";
   if (key.startsWith("response_length/")) return "length";
   if (key.startsWith("reflection/")) return "reflection";
   if (key.startsWith("detection/")) return "detection";

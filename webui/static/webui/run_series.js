@@ -195,7 +195,11 @@ export async function fetchSeries(runId, { keys, sources, maxPoints, startStep, 
 // names the section whose width sets max_points; split is used when a request matches more keys
 // than the API allows in one (a model with very many layers).
 export const REQUESTS = [
-  { name: "rewards", section: "per-source", keys: ["reward/*", "response_length/*", "reflection/*"] },
+  {
+    name: "rewards",
+    section: "per-source",
+    keys: ["reward/*", "grpo/*", "response_length/*", "reflection/*"],
+  },
   { name: "detection", section: "per-source", keys: ["detection/*", "count", "eval/*"] },
   { name: "actor", section: "optimisation", keys: ["actor/*"] },
   {

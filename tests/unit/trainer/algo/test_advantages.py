@@ -1,9 +1,11 @@
+import doctest
+import importlib
 import re
 
 import pytest
 import torch
 
-from trainer.algo import group_advantages
+from trainer.algo import group_advantages, zero_std_groups
 
 
 @pytest.mark.parametrize(
@@ -111,3 +113,39 @@ def test_does_not_track_gradients_or_modify_input():
 def test_rejects_bad_input(rewards, kwargs, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         group_advantages(rewards, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("rewards", "group_ids", "expected"),
+    [
+        # group 0 mixed, group 1 constant, group 2 a single response (constant)
+        ([1.0, 0.0, 0.5, 0.5, 1.0], [0, 0, 1, 1, 2], [1, 2]),
+        # every group constant, labels in order of first occurrence
+        ([0.0, 0.0, 1.0, 1.0], [7, 7, 3, 3], [7, 3]),
+        # interleaved groups: 5 = (1, 0) mixed, 6 = (0, 0) constant
+        ([1.0, 0.0, 0.0, 0.0], [5, 6, 5, 6], [6]),
+        # no constant group
+        ([1.0, 0.0, 0.2, 0.3], [0, 0, 1, 1], []),
+        ([], [], []),
+    ],
+)
+def test_zero_std_groups(rewards, group_ids, expected):
+    assert zero_std_groups(rewards, group_ids) == expected
+
+
+def test_zero_std_groups_agree_with_zero_advantages():
+    rewards = [0.1, 0.1, 0.1, 0.7, 0.2, 0.7, 0.3, 0.3]
+    ids = [0, 0, 0, 1, 1, 1, 2, 2]
+    advantages = group_advantages(torch.tensor(rewards), group_ids=ids).tolist()
+    zero = {g for g, a in zip(ids, advantages, strict=True) if a == 0.0}
+    assert zero_std_groups(rewards, ids) == [0, 2] and zero == {0, 2}
+
+
+def test_zero_std_groups_refuse_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 rewards but 1 group ids"):
+        zero_std_groups([1.0, 0.0], [0])
+
+
+def test_docstring_examples():
+    result = doctest.testmod(importlib.import_module("trainer.algo.advantages"))
+    assert result.failed == 0 and result.attempted == 2

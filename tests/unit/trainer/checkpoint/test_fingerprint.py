@@ -11,6 +11,7 @@ from torch import nn
 
 from trainer.checkpoint import (
     DataFingerprinter,
+    config_defaults,
     config_differences,
     config_identity,
     data_differences,
@@ -61,6 +62,27 @@ def test_an_added_key_is_named() -> None:
     assert config_differences({"a": 1}, {"a": 1, "b": {"c": 2}}) == [
         'b.c: "<absent>" in the checkpoint, 2 now'
     ]
+
+
+def _without_dynamic_sampling(identity: dict) -> dict:
+    """The identity as a checkpoint saved before algo.dynamic_sampling existed holds it."""
+    return {**identity, "algo": {k: v for k, v in identity["algo"].items() if k != "dynamic_sampling"}}
+
+
+def test_a_field_added_since_the_checkpoint_counts_as_its_default() -> None:
+    old = _without_dynamic_sampling(config_identity(_config()))
+    assert config_differences(old, config_identity(_config()), config_defaults()) == []
+    assert config_differences(
+        old, config_identity(_config("algo.dynamic_sampling.enabled=true")), config_defaults()
+    ) == ["algo.dynamic_sampling.enabled: false in the checkpoint, true now"]
+
+
+def test_config_defaults_are_the_schemas() -> None:
+    defaults = config_defaults()
+    assert defaults["algo.dynamic_sampling.max_retries"] == 2
+    assert defaults["model.freeze"] == ["vit", "connector"]
+    assert defaults["reward.remote"] is None
+    assert "total_steps" not in defaults and "model.path" not in defaults  # required: no default
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path]:

@@ -81,6 +81,12 @@ def test_tiny_cpu_demo_fits_a_small_cpu() -> None:
     }
 
 
+@pytest.mark.parametrize("name", ["tiny-cpu-demo", "vtriune-7b", "vtriune-32b"])
+def test_every_preset_keeps_dynamic_sampling_off(name: str) -> None:
+    sampling = load_config(name).algo.dynamic_sampling
+    assert (sampling.enabled, sampling.max_retries) == (False, 2)
+
+
 def test_preset_by_file_path_equals_preset_by_name() -> None:
     assert load_config(PRESETS_DIR / "tiny-cpu-demo.yaml") == load_config("tiny-cpu-demo")
 

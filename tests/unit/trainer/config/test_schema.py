@@ -15,8 +15,9 @@ BASE: dict[str, Any] = {
 }
 
 ALGO_KEYS = (
-    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, entropy_coef, grad_clip, kl, lr, "
-    "max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, weight_decay"
+    "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
+    "grad_clip, kl, lr, max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, "
+    "weight_decay"
 )
 TOP_KEYS = "algo, checkpoint, data, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
 SCHEDULE_WORDS = "must be dynamic, average, a number or a non-empty list of [fraction, threshold]"
@@ -41,6 +42,8 @@ def test_minimal_config_gets_the_papers_defaults() -> None:
     assert config.model.freeze == ["vit", "connector"]
     assert config.reward.iou_schedule == "dynamic"
     assert config.prompts_per_update == 1024  # mini_batch_size null -> one on-policy update per batch
+    assert not config.algo.dynamic_sampling.enabled  # V-Triune keeps every group
+    assert config.algo.dynamic_sampling.max_retries == 2
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,12 @@ def test_minimal_config_gets_the_papers_defaults() -> None:
             lambda c: c.tracking.http is not None and c.tracking.http.token_env == "TRIUNE_RUN_TOKEN",
         ),
         (["reward.remote.urls=[http://a:1, https://b]"], lambda c: c.reward.remote.retries == 2),
+        (
+            ["algo.dynamic_sampling.enabled=true"],
+            lambda c: c.algo.dynamic_sampling.enabled and c.algo.dynamic_sampling.max_retries == 2,
+        ),
+        (["algo.dynamic_sampling.max_retries=0"], lambda c: c.algo.dynamic_sampling.max_retries == 0),
+        (["algo.dynamic_sampling.max_retries=16"], lambda c: c.algo.dynamic_sampling.max_retries == 16),
     ],
 )
 def test_valid_configs(overrides: list[str], check: Any) -> None:
@@ -107,6 +116,40 @@ INVALID = [
     (["seed=-1"], ["seed: must be >= 0, got -1"]),
     (["total_steps=0"], ["total_steps: must be > 0, got 0"]),
     (["algo.warmup_ratio=1"], ["algo.warmup_ratio: must be < 1, got 1"]),
+    # dynamic sampling (DAPO)
+    (
+        ["algo.dynamic_sampling.max_retries=-1"],
+        [
+            "algo.dynamic_sampling.max_retries: must be between 0 and 16 (each retry generates again for "
+            "the groups it replaces), got -1"
+        ],
+    ),
+    (
+        ["algo.dynamic_sampling.max_retries=17"],
+        [
+            "algo.dynamic_sampling.max_retries: must be between 0 and 16 (each retry generates again for "
+            "the groups it replaces), got 17"
+        ],
+    ),
+    (
+        ["algo.dynamic_sampling.max_retries=true"],
+        ["algo.dynamic_sampling.max_retries: must be an integer, got True (bool)"],
+    ),
+    (
+        ["algo.dynamic_sampling.enabled=yes"],
+        ["algo.dynamic_sampling.enabled: must be true or false, got 'yes' (str)"],
+    ),
+    (
+        ["algo.dynamic_sampling.retries=1"],
+        [
+            "algo.dynamic_sampling.retries: unknown key; did you mean max_retries? "
+            "known keys: enabled, max_retries"
+        ],
+    ),
+    (
+        ["algo.dynamic_sampling=true"],
+        ["algo.dynamic_sampling: must be a section with keys enabled, max_retries; got True"],
+    ),
     # GRPO with a group of one
     (
         ["rollout.n=1"],

@@ -130,3 +130,34 @@ def test_mixed_rows_resume():
     resumed.load_state_dict(state)
     assert [next(resumed) for _ in range(10)] == tail
     assert set(head) <= set(rows["x"]) | set(rows["y"])
+
+
+def test_next_of_walks_one_source_without_moving_the_mixture():
+    sizes = {"a": 4, "b": 3}
+    plain = MixtureSampler(sizes, seed=5)
+    reference = plain.draw(20)
+    sampler = MixtureSampler(sizes, seed=5)
+    extra = [sampler.next_of("b") for _ in range(3)]
+    assert sorted(extra) == [0, 1, 2]  # one epoch of "b"
+    assert sampler.draws == 0 and sampler.epoch("b") == 1
+    later = sampler.draw(20)
+    assert [name for name, _ in later] == [name for name, _ in reference]  # same sources drawn
+    assert [i for name, i in later if name == "a"] == [i for name, i in reference if name == "a"]
+    b_later = [i for name, i in later if name == "b"]
+    assert sorted(b_later[:3]) == [0, 1, 2]  # "b" goes on with its second epoch
+
+
+def test_next_of_is_resumed_exactly():
+    sampler = MixtureSampler({"a": 4, "b": 3}, seed=2)
+    sampler.draw(3)
+    sampler.next_of("a")
+    resumed = MixtureSampler({"a": 4, "b": 3}, seed=2)
+    resumed.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+    assert [resumed.next_of("a") for _ in range(5)] + resumed.draw(10) == [
+        sampler.next_of("a") for _ in range(5)
+    ] + sampler.draw(10)
+
+
+def test_next_of_an_unknown_source_is_refused():
+    with pytest.raises(ValueError, match="unknown source 'c'; known: a, b"):
+        MixtureSampler({"a": 1, "b": 1}).next_of("c")

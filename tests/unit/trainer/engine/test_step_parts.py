@@ -7,6 +7,7 @@ import torch
 
 from trainer.engine.metrics import StepTimes, sample_records, step_metrics, step_tokens
 from trainer.engine.step import final_rewards, grpo_advantages
+from trainer.monitor import LengthBaseline, update_length_baselines
 from trainer.rewards import RewardResult
 
 from .factories import DET_RM, MATH_RM, item, result, rollout
@@ -118,3 +119,59 @@ def test_step_metrics_drop_non_finite_update_values_and_refuse_unknown_keys() ->
     assert metrics[(None, "actor/skipped_steps")] == 1.0
     with pytest.raises(ValueError, match="unknown update metric 'actor/made_up'"):
         _metrics(update={"actor/made_up": 1.0})
+
+
+def test_sample_records_carry_group_and_advantage_in_a_training_step() -> None:
+    items = [item("math", MATH_RM), item("det", DET_RM)]
+    rollouts = [rollout(0, 4), rollout(1, 7), rollout(0, 2)]
+    records = sample_records(items, rollouts, [result(1.0), result(0.0), result(0.0)], [0.7, 0.0, -0.7])
+    assert [(r.data_source, r.group, r.advantage) for r in records] == [
+        ("math", 0, 0.7),
+        ("det", 1, 0.0),
+        ("math", 0, -0.7),
+    ]
+    evaluation = sample_records(items, rollouts, [result(1.0), result(0.0), result(0.0)])
+    assert all(r.group is None and r.advantage is None for r in evaluation)
+    with pytest.raises(ValueError, match="3 rollouts but 2 advantages"):
+        sample_records(items, rollouts, [result(1.0), result(0.0), result(0.0)], [0.0, 0.0])
+
+
+def test_step_metrics_report_the_learning_signal_of_each_source() -> None:
+    # math: group 0 = (1, 0), advantages ±0.70711; det: group 1 = (0.5, 0.5), advantages 0
+    items = [item("math", MATH_RM), item("det", DET_RM)]
+    rollouts = [rollout(0, 4), rollout(0, 6), rollout(1, 8), rollout(1, 10)]
+    results = [result(1.0), result(0.0), result(0.5), result(0.5)]
+    advantages = grpo_advantages(rollouts, results).tolist()
+    records = sample_records(items, rollouts, results, advantages)
+    baselines = update_length_baselines({"math": LengthBaseline(2, 8, 1)}, records)
+    metrics = step_metrics(
+        records,
+        {},
+        times=StepTimes(step=1.0, rollout=0.5, reward=0.2, update=0.3),
+        num_tokens=40,
+        peak_memory_bytes=None,
+        step=0,
+        total_steps=10,
+        iou_schedule="dynamic",
+        length_baselines=baselines,
+        refills=({"det": 1}, {}),
+    )
+    assert metrics[("math", "grpo/frac_zero_std")] == 0.0
+    assert metrics[("det", "grpo/frac_zero_std")] == 1.0
+    assert metrics[(None, "grpo/frac_zero_std")] == 0.5  # 1 of 2 groups
+    assert metrics[("math", "grpo/reward_std")] == pytest.approx(0.5)  # population std of (1, 0)
+    assert metrics[("det", "grpo/reward_std")] == 0.0
+    assert metrics[(None, "grpo/reward_std")] == pytest.approx(0.25)  # (0.5 + 0) / 2
+    assert metrics[("math", "grpo/adv_abs_mean")] == pytest.approx(0.70711, abs=1e-5)
+    assert metrics[("det", "grpo/adv_abs_mean")] == 0.0
+    assert metrics[(None, "grpo/adv_abs_mean")] == pytest.approx(0.35355, abs=1e-5)  # 2 * 0.70711 / 4
+    # math: baseline (8 + 4 + 6) / 4 = 4.5 after this step, mean now 5 -> drift 0.5; det: first step
+    assert metrics[("math", "response_length/drift")] == pytest.approx(0.5)
+    assert metrics[("det", "response_length/drift")] == 0.0
+    assert metrics[(None, "response_length/drift")] == 0.0  # first step of "all"
+    assert metrics[("det", "grpo/groups_refilled")] == 1.0 and metrics[("det", "grpo/groups_dropped")] == 0.0
+    assert metrics[(None, "grpo/groups_refilled")] == 1.0
+
+
+def test_step_metrics_without_dynamic_sampling_have_no_refill_keys() -> None:
+    assert not any(k.startswith("grpo/groups_") for _, k in _metrics())

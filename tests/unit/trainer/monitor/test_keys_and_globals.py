@@ -15,12 +15,15 @@ from trainer.monitor import (
     describe,
     detection_table,
     doc_key_of,
+    dynamic_sampling_metrics,
     eval_metrics,
     finalize,
+    length_drift_metrics,
     peak_rss_bytes,
     perf_metrics,
     render_metrics_markdown,
     sample_metrics,
+    update_length_baselines,
     update_metrics,
 )
 
@@ -35,9 +38,9 @@ def rich_batch() -> list[SampleRecord]:
     math_ok = {"accuracy_reward": 1.0, "format_reward": 1.0, "final_reward": 1.0}
     math_bad = {"accuracy_reward": 0.0, "format_reward": 0.5, "final_reward": 0.05}
     return [
-        SampleRecord("det", "detection", det, "wait, yet", 12, True),
-        SampleRecord("math", "mathverify", math_ok, "verify", 3, False),
-        SampleRecord("math", "mathverify", math_bad, "", 9, True, True),
+        SampleRecord("det", "detection", det, "wait, yet", 12, True, group=0, advantage=0.0),
+        SampleRecord("math", "mathverify", math_ok, "verify", 3, False, group=1, advantage=0.7),
+        SampleRecord("math", "mathverify", math_bad, "", 9, True, True, group=1, advantage=-0.7),
     ]
 
 
@@ -56,6 +59,8 @@ def test_every_emitted_key_is_documented() -> None:
         )
     }
     emitted |= {k for _, k in update_metrics({"actor/pg_loss": 0.1, "grad_norm/vision.0": 1.0})}
+    emitted |= {k for _, k in length_drift_metrics(records, update_length_baselines({}, records))}
+    emitted |= {k for _, k in dynamic_sampling_metrics({"math": 1}, {"det": 1})}
     emitted.add("detection/iou_threshold")
     for key in emitted:
         doc_key_of(key)  # raises for an undocumented key
