@@ -23,7 +23,7 @@ from control.models import AlertRule, NotificationChannel, Project, Run
 from control.selectors.alerts import alert_rules_list
 from control.services.alert_defaults import alert_defaults_ensure
 from control.services.alerts import alert_rule_create, alert_rule_update
-from webui.access import can_write, project_or_404
+from webui.access import can_write, forbidden_page, project_or_404
 
 K = AlertRule.Kind
 # The fields every rule has, and those each kind reads besides (the form shows only these; the
@@ -267,11 +267,6 @@ def rule_summary(rule: AlertRule) -> str:
 # ---- pages ---------------------------------------------------------------------------------
 
 
-def _forbidden_page(request: HttpRequest, project: Project) -> HttpResponse:
-    message = f"you are a viewer of project {project.pk}; ask an owner for the member role"
-    return render(request, "webui/error.html", {"title": "Forbidden", "message": message}, status=403)
-
-
 def _rule_or_404(request: HttpRequest, project: Project, rule_id: int) -> AlertRule:
     rule = alert_rules_list(user=request.user, project_id=project.pk).filter(pk=rule_id).first()
     if rule is None:
@@ -348,7 +343,7 @@ def _form_page(request: HttpRequest, project: Project, form: AlertRuleForm, rule
 def alert_rule_new(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_or_404(request, project_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     if request.method == "GET":
         return _form_page(request, project, AlertRuleForm(project=project), None)
     form = AlertRuleForm(request.POST, project=project)
@@ -371,7 +366,7 @@ def alert_rule_edit(request: HttpRequest, project_id: int, rule_id: int) -> Http
     project = project_or_404(request, project_id)
     rule = _rule_or_404(request, project, rule_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     if request.method == "GET":
         return _form_page(request, project, AlertRuleForm(initial=rule_initial(rule), project=project), rule)
     form = AlertRuleForm(request.POST, project=project)
@@ -392,7 +387,7 @@ def alert_rule_enable(request: HttpRequest, project_id: int, rule_id: int) -> Ht
     project = project_or_404(request, project_id)
     rule = _rule_or_404(request, project, rule_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     enabled = request.POST.get("enabled") == "1"
     try:
         alert_rule_update(rule=rule, enabled=enabled)
@@ -409,7 +404,7 @@ def alert_rule_delete(request: HttpRequest, project_id: int, rule_id: int) -> Ht
     project = project_or_404(request, project_id)
     rule = _rule_or_404(request, project, rule_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     name = rule.name
     rule.delete()
     messages.success(request, f"Alert rule {name} deleted, with its alerts.")
@@ -421,7 +416,7 @@ def alert_rule_delete(request: HttpRequest, project_id: int, rule_id: int) -> Ht
 def alert_rules_restore(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_or_404(request, project_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     created = alert_defaults_ensure(project=project, user=request.user)
     if created:
         names = ", ".join(rule.name for rule in created)

@@ -12,8 +12,6 @@ reads the list without buttons; a POST from a viewer answers a 403 page.
 
 from __future__ import annotations
 
-import secrets
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -28,11 +26,9 @@ from control.errors import Conflict, DomainError
 from control.models import AlertDelivery, NotificationChannel, Project
 from control.selectors.notifications import notification_channels_list
 from control.services.notifications import channel_create, channel_delete, channel_send_test
-from webui.access import can_write, project_or_404
+from webui.access import can_write, forbidden_page, form_id_new, form_id_take, project_or_404
 
 DELIVERIES_SHOWN = 5  # the last deliveries listed under each channel
-FORM_IDS_SESSION_KEY = "webui.channel_form_ids"
-MAX_OPEN_FORMS = 20
 
 
 class ChannelCreateForm(forms.Form):
@@ -49,22 +45,6 @@ class ChannelCreateForm(forms.Form):
         data = self.cleaned_data
         address = "url" if data["kind"] == NotificationChannel.Kind.WEBHOOK else "email"
         return {"name": data["name"], "kind": data["kind"], address: data[address]}
-
-
-def _new_form_id(request: HttpRequest) -> str:
-    form_id = secrets.token_urlsafe(16)
-    open_ids = request.session.get(FORM_IDS_SESSION_KEY, [])
-    request.session[FORM_IDS_SESSION_KEY] = [*open_ids, form_id][-MAX_OPEN_FORMS:]
-    return form_id
-
-
-def _take_form_id(request: HttpRequest, form_id: str) -> bool:
-    """Whether ``form_id`` was issued to this session and not used yet; it cannot be used again."""
-    open_ids = request.session.get(FORM_IDS_SESSION_KEY, [])
-    if form_id not in open_ids:
-        return False
-    request.session[FORM_IDS_SESSION_KEY] = [i for i in open_ids if i != form_id]
-    return True
 
 
 def _channels(request: HttpRequest, project: Project):
@@ -84,7 +64,7 @@ def _render(
 ) -> HttpResponse:
     writable = can_write(request, project)
     if form is None and writable:
-        form = ChannelCreateForm(initial={"form_id": _new_form_id(request)})
+        form = ChannelCreateForm(initial={"form_id": form_id_new(request, "channel")})
     context = {
         "project": project,
         "channels": _channels(request, project),
@@ -96,11 +76,6 @@ def _render(
     return render(request, "webui/channels.html", context, status=status)
 
 
-def _forbidden_page(request: HttpRequest, project: Project) -> HttpResponse:
-    message = f"you are a viewer of project {project.pk}; ask an owner for the member role"
-    return render(request, "webui/error.html", {"title": "Forbidden", "message": message}, status=403)
-
-
 @never_cache
 @require_http_methods(["GET", "POST"])
 @login_required
@@ -109,8 +84,8 @@ def channels_page(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "GET":
         return _render(request, project, None)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
-    if not _take_form_id(request, request.POST.get("form_id", "")):
+        return forbidden_page(request, project)
+    if not form_id_take(request, "channel", request.POST.get("form_id", "")):
         messages.error(
             request,
             "This form was already sent (or has expired); no channel was created. "
@@ -118,7 +93,7 @@ def channels_page(request: HttpRequest, project_id: int) -> HttpResponse:
         )
         return redirect("channels", project_id=project.pk)
     data = request.POST.copy()
-    data["form_id"] = _new_form_id(request)  # the one just sent is spent
+    data["form_id"] = form_id_new(request, "channel")  # the one just sent is spent
     form = ChannelCreateForm(data)
     if form.is_valid():
         try:
@@ -150,7 +125,7 @@ def channel_delete_view(request: HttpRequest, project_id: int, channel_id: int) 
     project = project_or_404(request, project_id)
     channel = _channel_or_404(request, project, channel_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     channel_delete(channel=channel)
     messages.success(request, f"Channel {channel.name} deleted; rules that used it no longer send to it.")
     return redirect("channels", project_id=project.pk)
@@ -162,7 +137,7 @@ def channel_test_view(request: HttpRequest, project_id: int, channel_id: int) ->
     project = project_or_404(request, project_id)
     channel = _channel_or_404(request, project, channel_id)
     if not can_write(request, project):
-        return _forbidden_page(request, project)
+        return forbidden_page(request, project)
     delivery = channel_send_test(channel=channel, user=request.user)
     messages.success(
         request, f"Test message {delivery.pk} to {channel.name} is on its way; its state shows below."

@@ -9,7 +9,6 @@ answer (the browser re-sends the POST) creates no second token.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
 from django import forms
@@ -26,10 +25,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from control.models import ApiToken
 from control.selectors.tokens import personal_tokens
 from control.services.tokens import RAW_TOKEN_PREFIX, api_token_create, api_token_revoke
+from webui.access import form_id_new, form_id_take
 
 TOKENS_PER_PAGE = 50
-FORM_IDS_SESSION_KEY = "webui.token_form_ids"
-MAX_OPEN_FORMS = 20  # create forms a user may have open at once (several tabs)
 
 
 class TokenCreateForm(forms.Form):
@@ -50,22 +48,6 @@ class TokenCreateForm(forms.Form):
 def _personal_tokens(request: HttpRequest) -> QuerySet[ApiToken]:
     # The same rows as GET /api/v1/tokens/ (control/api/tokens.py): the user's own, not run-scoped.
     return personal_tokens(user=request.user)
-
-
-def _new_form_id(request: HttpRequest) -> str:
-    form_id = secrets.token_urlsafe(16)
-    open_ids = request.session.get(FORM_IDS_SESSION_KEY, [])
-    request.session[FORM_IDS_SESSION_KEY] = [*open_ids, form_id][-MAX_OPEN_FORMS:]
-    return form_id
-
-
-def _take_form_id(request: HttpRequest, form_id: str) -> bool:
-    """Whether ``form_id`` was issued to this session and not used yet; it cannot be used again."""
-    open_ids = request.session.get(FORM_IDS_SESSION_KEY, [])
-    if form_id not in open_ids:
-        return False
-    request.session[FORM_IDS_SESSION_KEY] = [i for i in open_ids if i != form_id]
-    return True
 
 
 def _page(request: HttpRequest) -> Page:
@@ -93,8 +75,8 @@ def _render(
 @login_required
 def tokens_page(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return _render(request, TokenCreateForm(initial={"form_id": _new_form_id(request)}))
-    if not _take_form_id(request, request.POST.get("form_id", "")):
+        return _render(request, TokenCreateForm(initial={"form_id": form_id_new(request, "token")}))
+    if not form_id_take(request, "token", request.POST.get("form_id", "")):
         messages.error(
             request,
             "This form was already sent (or has expired); no token was created. "
@@ -105,14 +87,14 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         # The same input and errors, under a new form id: the one just sent is spent.
         data = request.POST.copy()
-        data["form_id"] = _new_form_id(request)
+        data["form_id"] = form_id_new(request, "token")
         form = TokenCreateForm(data)
         form.is_valid()
         return _render(request, form)
     token, raw = api_token_create(
         user=request.user, name=form.cleaned_data["name"], expires_at=form.cleaned_data["expires_at"]
     )
-    fresh = TokenCreateForm(initial={"form_id": _new_form_id(request)})
+    fresh = TokenCreateForm(initial={"form_id": form_id_new(request, "token")})
     return _render(request, fresh, created=token, raw=raw)
 
 
