@@ -510,27 +510,38 @@ ALL_LISTS = [*LISTS, "runs/{run}/metrics/", "projects/{project}/members/"]
 
 
 @pytest.mark.parametrize(
-    ("query", "message"),
+    ("query", "field", "message"),
     [
-        ({"page": "0"}, "page must be a positive integer, got '0'"),
-        ({"page": "-1"}, "page must be a positive integer, got '-1'"),
-        ({"page": "abc"}, "page must be a positive integer, got 'abc'"),
-        ({"page": "1.5"}, "page must be a positive integer, got '1.5'"),
-        ({"page": ""}, "page must be a positive integer, got ''"),
-        ({"page": "²"}, "page must be a positive integer, got '²'"),
-        ({"page": "9" * 30}, f"page {'9' * 30} is out of range: there are 1 page(s)"),
-        ({"page": "9" * 5000}, f"page {'9' * 50} is out of range: there are 1 page(s)"),
-        ({"page": "2"}, "page 2 is out of range: there are 1 page(s)"),
-        ({"page_size": "100000"}, "page_size must be an integer from 1 to 500, got '100000'"),
-        ({"page_size": "0"}, "page_size must be an integer from 1 to 500, got '0'"),
-        ({"page_size": "-5"}, "page_size must be an integer from 1 to 500, got '-5'"),
-        ({"page_size": "abc"}, "page_size must be an integer from 1 to 500, got 'abc'"),
-        ({"page_size": "9" * 5000}, f"page_size must be an integer from 1 to 500, got '{'9' * 50}'"),
-        ({"page_size": "²"}, "page_size must be an integer from 1 to 500, got '²'"),
+        ({"page": "0"}, "page", "must be a positive integer, got '0'"),
+        ({"page": "-1"}, "page", "must be a positive integer, got '-1'"),
+        ({"page": "abc"}, "page", "must be a positive integer, got 'abc'"),
+        ({"page": "1.5"}, "page", "must be a positive integer, got '1.5'"),
+        ({"page": ""}, "page", "must be a positive integer, got ''"),
+        ({"page": "²"}, "page", "must be a positive integer, got '²'"),
+        ({"page_size": "100000"}, "page_size", "must be an integer from 1 to 500, got '100000'"),
+        ({"page_size": "0"}, "page_size", "must be an integer from 1 to 500, got '0'"),
+        ({"page_size": "-5"}, "page_size", "must be an integer from 1 to 500, got '-5'"),
+        ({"page_size": "abc"}, "page_size", "must be an integer from 1 to 500, got 'abc'"),
+        ({"page_size": "9" * 5000}, "page_size", f"must be an integer from 1 to 500, got '{'9' * 50}'"),
+        ({"page_size": "²"}, "page_size", "must be an integer from 1 to 500, got '²'"),
     ],
 )
 @pytest.mark.parametrize("route", ALL_LISTS)
-def test_a_bad_page_is_404_with_a_message(route, query, message, world, owner):
+def test_a_malformed_page_is_400_naming_it(route, query, field, message, world, owner):
+    response = owner.get(_path(route, world), query)
+    assert field_errors(response) == {field: [message]}
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"page": "9" * 30}, f"page {'9' * 30} is out of range: there are 1 page(s)"),
+        ({"page": "9" * 5000}, f"page {'9' * 50} is out of range: there are 1 page(s)"),
+        ({"page": "2"}, "page 2 is out of range: there are 1 page(s)"),
+    ],
+)
+@pytest.mark.parametrize("route", ALL_LISTS)
+def test_a_page_past_the_last_is_404_with_a_message(route, query, message, world, owner):
     response = owner.get(_path(route, world), query)
     assert_error(response, 404, code="not_found", message=message)
 
