@@ -550,11 +550,8 @@ def alerts_check_stalls(*, now=None) -> list[Alert]:
                 f"{rule.name}: run {run.name!r} reported nothing for {minutes} minutes "
                 f"(last step {run.last_step})" + (f"; {hint}" if hint else "")
             )
-            with transaction.atomic():
-                step = max(run.last_step, 0)
-                alert = _open_alert(
-                    rule=rule, run=run, source="", key="", step=step, value=None, message=message
-                )
+            step = max(run.last_step, 0)
+            alert = _open_alert(rule=rule, run=run, source="", key="", step=step, value=None, message=message)
             if alert is not None:
                 opened.append(alert)
     return opened

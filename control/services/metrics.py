@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Max
-from django.db.models.functions import Greatest, Now
 
 from control.errors import DomainError
 from control.models import MetricPoint, Run
@@ -44,6 +43,10 @@ INSERT INTO {MetricPoint._meta.db_table} (run_id, step, source, key, value, crea
 SELECT %s, p.step, p.source, p.key, p.value, now()
 FROM unnest(%s::integer[], %s::text[], %s::text[], %s::double precision[]) AS p(step, source, key, value)
 ON CONFLICT (run_id, key, source, step) DO UPDATE SET value = EXCLUDED.value
+"""
+_RUN_TOUCH_SQL = f"""
+UPDATE {Run._meta.db_table} SET last_step = GREATEST(last_step, %s), last_metric_at = now()
+WHERE id = %s RETURNING last_step, last_metric_at
 """
 
 
@@ -93,22 +96,20 @@ def metric_points_ingest(*, run: Run, points: Sequence[PointIn]) -> int:
     if len(points) > MAX_POINTS_PER_REQUEST:
         raise DomainError(f"at most {MAX_POINTS_PER_REQUEST} points per request, got {len(points)}")
     columns = _columns(points)
+    top = max(columns.steps, default=-1)
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT_SQL, [run.pk, *columns.literals()])
-        # The time the new points were stored with: now() is the transaction's start.
-        cursor.execute("SELECT now()")
-        stored = cursor.fetchone()[0]
-        stored_at = stored.isoformat()
-    top = max(columns.steps, default=-1)
-    Run.objects.filter(pk=run.pk).update(last_step=Greatest("last_step", top), last_metric_at=Now())
-    run.last_step = max(run.last_step, top)
+        # One statement moves the run's last step and says when the points were stored (now() is
+        # the transaction's start, the created_at the upsert wrote).
+        cursor.execute(_RUN_TOUCH_SQL, [top, run.pk])
+        run.last_step, stored = cursor.fetchone()
     previous_metric_at, run.last_metric_at = run.last_metric_at, stored
     alert_rules_evaluate(run=run, points=points, previous_metric_at=previous_metric_at)
     payload = [
         {"step": step, "key": key, "source": source, "value": value}
         for step, key, source, value in zip(*columns, strict=True)
     ]
-    event = {"type": "metrics.points", "points": payload, "time": stored_at}
+    event = {"type": "metrics.points", "points": payload, "time": stored.isoformat()}
     transaction.on_commit(lambda: broadcast_to_run(run.pk, event))
     return len(payload)
 
