@@ -76,8 +76,8 @@ def _bare_steps(session, steps: int) -> dict[str, list[float]]:
         rewards = torch.rand(len(rollouts), generator=generator).round()
         advantages = group_advantages(rewards, group_ids=[r.prompt_index for r in rollouts])
         update_policy(
-            state.model,
-            state.optimizer,
+            state.policy.model,
+            state.policy.optimizer,
             rollouts,
             advantages,
             pad_token_id=rt.pad_token_id,
@@ -116,8 +116,8 @@ def main() -> int:
         config, session, setup_s, rows, bare = _engine_steps(args, data, f"{tmp}/out")
     median = {key: statistics.median(values) for key, values in rows.items()}
     bare_median = {key: statistics.median(values) for key, values in bare.items()}
-    params = count_parameters(session.state.model)
-    trainable = sum(p.numel() for p in session.state.model.parameters() if p.requires_grad)
+    params = count_parameters(session.state.policy.model)
+    trainable = sum(p.numel() for p in session.state.policy.model.parameters() if p.requires_grad)
     rollout = config.rollout
 
     model = config.model

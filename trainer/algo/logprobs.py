@@ -101,3 +101,23 @@ def token_logprobs(
     logp = torch.cat(logps).reshape(size, response_width).masked_fill(~valid, 0.0)
     entropy = torch.cat(entropies).reshape(size, response_width).masked_fill(~valid, 0.0)
     return logp, entropy
+
+
+# A sharded policy (FSDP) runs token_logprobs through this method of its own, registered as a
+# forward method, so that the root module's parameters (embeddings, LM head) are gathered.
+SHARDED_LOGPROBS = "sharded_token_logprobs"
+
+
+def forward_logprobs(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    response_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_logprobs`, through the model's sharded forward method when it has one."""
+    method = getattr(model, SHARDED_LOGPROBS, None)
+    if method is not None:
+        return method(batch, response_mask, temperature=temperature, chunk_tokens=chunk_tokens)
+    return token_logprobs(model, batch, response_mask, temperature=temperature, chunk_tokens=chunk_tokens)

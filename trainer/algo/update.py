@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainer.algo.logprobs import DEFAULT_CHUNK_TOKENS, token_logprobs
+from trainer.algo.logprobs import DEFAULT_CHUNK_TOKENS, forward_logprobs
 from trainer.algo.losses import KL_ESTIMATORS, kl_penalty, policy_loss
+from trainer.algo.shard import Shard, UpdateTotals
 from trainer.models.freeze import layer_of
 from trainer.rollout.batch import collate
 from trainer.rollout.types import Rollout
@@ -117,16 +118,24 @@ def recompute_logprobs(
     micro_batch_size: int,
     temperature: float = 1.0,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    rounds: int | None = None,
 ) -> list[torch.Tensor]:
-    """Per-rollout log-probs of the responses under ``model`` (no gradient), each (R_i,) float32."""
+    """Per-rollout log-probs of the responses under ``model`` (no gradient), each (R_i,) float32.
+
+    ``rounds`` (sharded training) runs that many forward passes, repeating the first rollout
+    for the passes beyond this worker's own, so that every worker joins every collective.
+    """
     device, dtype = _device_and_dtype(model)
     was_training = model.training
     model.eval()
     result: list[torch.Tensor] = []
+    chunks = _chunks(range(len(rollouts)), micro_batch_size)
+    padding = max(0, (rounds or 0) - len(chunks))
     try:
-        for chunk in _chunks(range(len(rollouts)), micro_batch_size):
-            batch = collate([rollouts[i] for i in chunk], pad_token_id=pad_token_id).to(device, dtype)
-            logp, _ = token_logprobs(
+        for chunk in chunks + [[]] * padding:
+            rows = [rollouts[i] for i in chunk] or [rollouts[0]]
+            batch = collate(rows, pad_token_id=pad_token_id).to(device, dtype)
+            logp, _ = forward_logprobs(
                 model,
                 batch.model_inputs(),
                 batch.response_mask,
@@ -139,12 +148,26 @@ def recompute_logprobs(
     return result
 
 
-def _layer_grad_norms(model: nn.Module) -> dict[str, float]:
-    """``{"grad_norm/<layer>": ‖grad‖₂}`` over the parameters of each layer bucket (see layer_of)."""
+def _layer_grad_squares(model: nn.Module) -> dict[str, float]:
+    """Sum of squared gradients over the parameters of each layer bucket (see layer_of).
+
+    A sharded gradient (a DTensor) contributes its local shard; the caller sums over workers.
+    """
     squares: dict[str, float] = defaultdict(float)
     for name, param in model.named_parameters():
-        if param.grad is not None:
-            squares[layer_of(name)] += float(param.grad.detach().float().square().sum())
+        grad = param.grad
+        if grad is not None:
+            local = grad.to_local() if hasattr(grad, "to_local") else grad
+            squares[layer_of(name)] += float(local.detach().float().square().sum())
+    return dict(squares)
+
+
+def _layer_grad_norms(model: nn.Module, shard: Shard | None) -> dict[str, float]:
+    """``{"grad_norm/<layer>": ‖grad‖₂}``, the same on every worker."""
+    squares = _layer_grad_squares(model)
+    if shard is not None and shard.collective.lockstep:  # sharded gradients: add the workers' parts
+        keys = sorted(squares)
+        squares = dict(zip(keys, shard.collective.sum_floats([squares[k] for k in keys]), strict=True))
     return {f"grad_norm/{layer}": math.sqrt(value) for layer, value in squares.items()}
 
 
@@ -154,6 +177,16 @@ def _current_lr(optimizer: torch.optim.Optimizer) -> float:
         if group.get("name") == "llm":
             return float(group["lr"])
     return float(optimizer.param_groups[0]["lr"])
+
+
+def _check_inputs(rollouts: Sequence[Rollout], advantages: torch.Tensor, config: UpdateConfig) -> None:
+    if len(rollouts) == 0:
+        raise ValueError("no rollouts to update on")
+    if not isinstance(advantages, torch.Tensor) or tuple(advantages.shape) != (len(rollouts),):
+        shape = tuple(advantages.shape) if isinstance(advantages, torch.Tensor) else type(advantages).__name__
+        raise ValueError(f"advantages must be a tensor of shape ({len(rollouts)},), got {shape}")
+    if not bool(torch.isfinite(advantages).all()):
+        raise ValueError("advantages must be finite")
 
 
 def update_policy(
@@ -182,57 +215,96 @@ def update_policy(
     ``actor/skipped_steps`` count steps taken and skipped (non-finite loss or
     gradient norm).
     """
+    totals = update_policy_shard(
+        model, optimizer, rollouts, advantages, pad_token_id=pad_token_id, config=config, ref_model=ref_model
+    )
+    return totals.metrics()
+
+
+def update_policy_shard(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rollouts: Sequence[Rollout],
+    advantages: torch.Tensor,
+    *,
+    pad_token_id: int,
+    config: UpdateConfig | None = None,
+    ref_model: nn.Module | None = None,
+    shard: Shard | None = None,
+) -> UpdateTotals:
+    """:func:`update_policy` on this worker's share (``shard``; None: the whole batch, one process).
+
+    With a shard, ``rollouts``/``advantages`` are the worker's own (in global order); every
+    worker must call this with the same ``config`` and the same ``shard`` apart from the rank.
+    Returns sums for :func:`trainer.algo.shard.merge_totals`.
+    """
     config = config or UpdateConfig()
-    if len(rollouts) == 0:
-        raise ValueError("no rollouts to update on")
-    if not isinstance(advantages, torch.Tensor) or tuple(advantages.shape) != (len(rollouts),):
-        shape = tuple(advantages.shape) if isinstance(advantages, torch.Tensor) else type(advantages).__name__
-        raise ValueError(f"advantages must be a tensor of shape ({len(rollouts)},), got {shape}")
-    if not bool(torch.isfinite(advantages).all()):
-        raise ValueError("advantages must be finite")
+    _check_inputs(rollouts, advantages, config)
     if config.kl_coef > 0 and ref_model is None:
         raise ValueError("kl_coef > 0 needs a ref_model")
+    if shard is None:
+        lengths = tuple(r.response_length for r in rollouts)
+        owner = tuple(0 for _ in rollouts)
+        local = {g: g for g in range(len(rollouts))}
+        rank, world = 0, 1
+    else:
+        lengths, owner, local = shard.lengths, shard.owner, shard.local_index()
+        rank, world = shard.rank, shard.world
+        if len(local) != len(rollouts):
+            raise ValueError(f"the shard assigns {len(local)} rollouts to rank {rank}, got {len(rollouts)}")
+    lockstep = shard is not None and shard.collective.lockstep
+    loss_scale = shard.collective.loss_scale if shard is not None else 1.0
+
+    def micro_rounds(indices: Sequence[int]) -> int:
+        """Forward/backward passes the busiest worker needs for ``indices`` (global)."""
+        counts = [sum(1 for g in indices if owner[g] == r) for r in range(world)]
+        return max(math.ceil(c / config.micro_batch_size) for c in counts)
 
     device, dtype = _device_and_dtype(model)
     recompute = {"pad_token_id": pad_token_id, "micro_batch_size": config.micro_batch_size}
     recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
+    if lockstep:
+        recompute["rounds"] = micro_rounds(range(len(lengths)))
     old_logps = recompute_logprobs(model, rollouts, **recompute)
     ref_logps = recompute_logprobs(ref_model, rollouts, **recompute) if ref_model is not None else None
 
-    sums: dict[str, float] = defaultdict(float)  # token-weighted metric sums
-    step_sums: dict[str, float] = defaultdict(float)  # per-optimizer-step metric sums
-    tokens_seen = 0.0
-    steps = skipped = 0
-    lr = _current_lr(optimizer)
+    totals = UpdateTotals(sums=defaultdict(float), step_sums=defaultdict(float))
+    totals.lr = _current_lr(optimizer)
     generator = torch.Generator().manual_seed(config.seed)
-    mini_size = config.mini_batch_size or len(rollouts)
+    mini_size = config.mini_batch_size or len(lengths)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     was_training = model.training
     model.train()
     try:
         for _ in range(config.ppo_epochs):
-            several = mini_size < len(rollouts)
+            several = mini_size < len(lengths)
             if config.shuffle and several:
-                order = torch.randperm(len(rollouts), generator=generator).tolist()
+                order = torch.randperm(len(lengths), generator=generator).tolist()
             else:
-                order = list(range(len(rollouts)))
+                order = list(range(len(lengths)))
             for mini in _chunks(order, mini_size):
-                mini_tokens = float(sum(rollouts[i].response_length for i in mini))
+                mini_tokens = float(sum(lengths[g] for g in mini))
+                mine = [local[g] for g in mini if owner[g] == rank]
+                micros = _chunks(mine, config.micro_batch_size)
+                if lockstep:
+                    micros += [[]] * (micro_rounds(mini) - len(micros))
                 optimizer.zero_grad(set_to_none=True)
                 finite = True
-                for micro in _chunks(mini, config.micro_batch_size):
-                    batch = collate([rollouts[i] for i in micro], pad_token_id=pad_token_id).to(device, dtype)
+                for micro in micros:
+                    # an empty micro-batch (sharded training) repeats rollout 0 with weight 0
+                    rows = micro or [0]
+                    batch = collate([rollouts[i] for i in rows], pad_token_id=pad_token_id).to(device, dtype)
                     mask = batch.response_mask
                     width = mask.shape[1]
-                    old = _pad_rows([old_logps[i] for i in micro], width, device)
-                    logp, entropy = token_logprobs(
+                    old = _pad_rows([old_logps[i] for i in rows], width, device)
+                    logp, entropy = forward_logprobs(
                         model,
                         batch.model_inputs(),
                         mask,
                         temperature=config.temperature,
                         chunk_tokens=config.chunk_tokens,
                     )
-                    micro_adv = advantages[micro].to(device=device, dtype=torch.float32)
+                    micro_adv = advantages[rows].to(device=device, dtype=torch.float32)
                     pg_loss, pg_metrics = policy_loss(
                         logp, old, micro_adv, mask, config.clip_low, config.clip_high, config.dual_clip_c
                     )
@@ -242,41 +314,44 @@ def update_policy(
                     if config.entropy_coef > 0:
                         loss = loss - config.entropy_coef * entropy_mean
                     if ref_logps is not None:
-                        ref = _pad_rows([ref_logps[i] for i in micro], width, device)
+                        ref = _pad_rows([ref_logps[i] for i in rows], width, device)
                         kl = (kl_penalty(logp, ref, config.kl_kind) * mask).sum() / micro_tokens
                         loss = loss + config.kl_coef * kl
+                    weight = micro_tokens / mini_tokens * loss_scale if micro else 0.0
                     if not bool(torch.isfinite(loss)):
                         finite = False
-                        break
-                    (loss * (micro_tokens / mini_tokens)).backward()
+                        if not lockstep:
+                            break
+                        loss = loss.nan_to_num(0.0, 0.0, 0.0)  # a sharded backward must still run
+                    (loss * weight).backward()
+                    if not micro or not finite:
+                        continue
                     if ref_logps is not None:
-                        sums["actor/kl"] += float(kl.detach()) * micro_tokens
+                        totals.sums["actor/kl"] += float(kl.detach()) * micro_tokens
                     for key, value in pg_metrics.items():
-                        sums[key] += value * micro_tokens
-                    sums["actor/entropy"] += float(entropy_mean.detach()) * micro_tokens
-                    sums["actor/ppo_kl"] += float(((old - logp.detach()) * mask).sum())
-                    tokens_seen += micro_tokens
+                        totals.sums[key] += value * micro_tokens
+                    totals.sums["actor/entropy"] += float(entropy_mean.detach()) * micro_tokens
+                    totals.sums["actor/ppo_kl"] += float(((old - logp.detach()) * mask).sum())
+                    totals.tokens += micro_tokens
+                if shard is not None:
+                    shard.collective.sum_gradients(params)
+                    finite = shard.collective.all_true(finite)
                 if finite:
-                    layer_norms = _layer_grad_norms(model)
+                    layer_norms = _layer_grad_norms(model, shard)
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
                     finite = math.isfinite(grad_norm)
                 if not finite:
                     optimizer.zero_grad(set_to_none=True)
-                    skipped += 1
+                    totals.skipped += 1
                     continue
-                lr = _current_lr(optimizer)
+                totals.lr = _current_lr(optimizer)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                step_sums["actor/grad_norm"] += grad_norm
+                totals.steps += 1
+                totals.step_sums["actor/grad_norm"] += grad_norm
                 for key, value in layer_norms.items():
-                    step_sums[key] += value
+                    totals.step_sums[key] += value
     finally:
         model.train(was_training)
-
-    metrics: dict[str, float] = {key: value / tokens_seen for key, value in sums.items() if tokens_seen > 0}
-    metrics |= {key: value / steps for key, value in step_sums.items() if steps > 0}
-    metrics["actor/lr"] = lr
-    metrics["actor/optimizer_steps"] = float(steps)
-    metrics["actor/skipped_steps"] = float(skipped)
-    return metrics
+    totals.sums, totals.step_sums = dict(totals.sums), dict(totals.step_sums)
+    return totals

@@ -1,26 +1,23 @@
 """Saving a run's checkpoints and resuming from one, with the checks that make resume safe.
 
 :class:`CheckpointManager` saves every ``checkpoint.every`` steps (and on demand) the training
-state plus the run's fingerprints (:mod:`trainer.checkpoint.fingerprint`) and the policy as
-a Hugging Face directory. :func:`find_checkpoint` turns ``--resume`` into a complete
-checkpoint or a clear error; :func:`check_resume` refuses a checkpoint of another config
-(unless forced), of changed data files, or of another model; :func:`restore` loads it.
+state, the run's fingerprints (:mod:`trainer.checkpoint.fingerprint`) and what the policy
+writes (its weights as a Hugging Face directory, once; its optimizer). :func:`find_checkpoint`
+turns ``--resume`` into a complete checkpoint or a clear error; :func:`check_resume` refuses a
+checkpoint of another config (unless forced), of changed data files, or of another model;
+:func:`restore` loads it.
 
 The manager talks to the run's state through :class:`Resumable` (``state_dict`` /
-``load_state_dict``, ``model``, ``step``), so it does not depend on the engine.
+``load_state_dict``, ``policy``, ``step``), so it does not depend on the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from torch import nn
-from transformers.processing_utils import ProcessorMixin
-
-from trainer.checkpoint.export import write_policy
 from trainer.checkpoint.fingerprint import (
     DataFingerprinter,
     config_defaults,
@@ -30,7 +27,6 @@ from trainer.checkpoint.fingerprint import (
     digest,
     file_sha256,
     model_differences,
-    model_signature,
 )
 from trainer.checkpoint.rng import capture_rng, restore_rng
 from trainer.checkpoint.store import (
@@ -49,10 +45,20 @@ AUTO = "auto"  # --resume auto: the latest complete checkpoint when there is one
 RNG_KEY = "rng"
 
 
+class CheckpointedPolicy(Protocol):
+    """The policy's part of a checkpoint (``trainer.engine.policy.Policy`` is one)."""
+
+    def signature(self) -> dict[str, Any]: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> None: ...
+
+
 class Resumable(Protocol):
     """What a checkpoint saves and restores (``trainer.engine.TrainState`` is one)."""
 
-    model: nn.Module
+    policy: CheckpointedPolicy
     step: int
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -74,7 +80,6 @@ class CheckpointManager:
     root: Path
     config: TrainConfig
     sources: Sequence[ResolvedSource]
-    processor: ProcessorMixin | None = None  # written with the policy when given
     fingerprinter: DataFingerprinter = field(default_factory=DataFingerprinter)
     saved: list[Checkpoint] = field(default_factory=list)
     data: list[dict[str, Any]] = field(default_factory=list)  # the data fingerprint, taken at creation
@@ -99,7 +104,7 @@ class CheckpointManager:
             "config_digest": digest(identity),
             "config": identity,
             "data": self.data,
-            "model": model_signature(state.model),
+            "model": state.policy.signature(),
             "seed": self.config.seed,
             "total_steps": self.config.total_steps,
         }
@@ -108,19 +113,12 @@ class CheckpointManager:
         """Write a checkpoint of ``state`` now (atomically; older ones beyond ``keep_last`` go)."""
         payload = state.state_dict()
         payload[RNG_KEY] = capture_rng()
-        processor = self.processor
-        policy: Callable[[Path], object] | None = None
-        if processor is not None and hasattr(state.model, "save_pretrained"):
-
-            def policy(path: Path) -> object:
-                return write_policy(state.model, processor, path)  # type: ignore[arg-type]
-
         checkpoint = save_checkpoint(
             self.root,
             state.step,
             payload,
             meta=self.meta(state),
-            write_policy=policy,
+            write_files=state.policy.save,
             keep_last=self.config.checkpoint.keep_last,
         )
         self.saved.append(checkpoint)
@@ -155,7 +153,7 @@ def check_resume(
     checkpoint: Checkpoint,
     config: TrainConfig,
     sources: Sequence[ResolvedSource],
-    model: nn.Module,
+    signature: dict[str, Any],
     *,
     force: bool = False,
 ) -> list[str]:
@@ -167,7 +165,7 @@ def check_resume(
     """
     manifest = checkpoint.manifest
     where = checkpoint.path
-    problems = model_differences(manifest.get("model", {}), model_signature(model))
+    problems = model_differences(manifest.get("model", {}), signature)
     if problems:
         raise CheckpointError(f"{where}: cannot resume: " + "; ".join(problems))
     changes = data_differences(manifest.get("data", []), sources, hasher=file_sha256)
@@ -188,12 +186,18 @@ def check_resume(
 
 
 def restore(state: Resumable, checkpoint: Checkpoint) -> None:
-    """Load ``checkpoint`` into ``state`` and the global RNGs; the next step is ``checkpoint.step + 1``."""
+    """Load ``checkpoint`` into ``state`` and the global RNGs; the next step is ``checkpoint.step + 1``.
+
+    The policy's weights and optimizer come from the files it wrote (format 2), or from the
+    training state itself in a checkpoint of format 1.
+    """
     saved = load_state(checkpoint)
     rng = saved.pop(RNG_KEY, None)
     try:
         state.load_state_dict(saved)
-    except (KeyError, RuntimeError, ValueError) as exc:
+        if "model" not in saved:
+            state.policy.load(checkpoint.path)
+    except (KeyError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint.path}: cannot restore the training state ({exc})") from None
     if rng is not None:
         restore_rng(rng)

@@ -2,9 +2,10 @@
 
 Layout of ``<root>/step_00000010/``::
 
-    trainer_state.pt   torch.save of the training state (model, optimizer, scheduler, data
-                       position, counters, RNG states), loaded with ``weights_only=True``
-    policy/            the policy as a Hugging Face model directory (optional)
+    trainer_state.pt   torch.save of the training state (data position, counters, RNG
+                       states), loaded with ``weights_only=True``
+    policy/            the policy's weights as a Hugging Face model directory
+    optimizer.pt       the optimizer and LR schedule states
     manifest.json      step, fingerprints, and the size and SHA-256 of every file above
     COMPLETE           written last: the SHA-256 of manifest.json
 
@@ -32,7 +33,8 @@ import torch
 
 from trainer.checkpoint.atomic import atomic_directory, remove_stale
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the weights only in policy/, the optimizer in optimizer.pt
+READABLE_FORMATS = (1, 2)  # 1: model and optimizer inside trainer_state.pt
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
 STATE_FILE = "trainer_state.pt"
@@ -96,12 +98,14 @@ def save_checkpoint(
     *,
     meta: Mapping[str, Any] | None = None,
     write_policy: Callable[[Path], object] | None = None,
+    write_files: Callable[[Path], object] | None = None,
     keep_last: int | None = None,
 ) -> Checkpoint:
     """Write checkpoint ``step`` under ``root`` atomically; then keep only the last ``keep_last``.
 
     ``state`` goes to ``trainer_state.pt`` (tensors, numbers, strings, lists, dicts);
-    ``meta`` (JSON) into the manifest; ``write_policy(dir)`` writes the HF model directory.
+    ``meta`` (JSON) into the manifest; ``write_policy(dir)`` writes the HF model directory;
+    ``write_files(dir)`` writes more files into the checkpoint directory (the policy's).
     Leftovers of interrupted saves are removed first. An error while writing (a full disk)
     propagates and leaves every existing checkpoint as it was.
     """
@@ -115,6 +119,8 @@ def save_checkpoint(
         torch.save(dict(state), tmp / STATE_FILE)
         if write_policy is not None:
             write_policy(tmp / POLICY_DIR)
+        if write_files is not None:
+            write_files(tmp)
         manifest = {
             "format": FORMAT_VERSION,
             "step": step,
@@ -144,9 +150,10 @@ def check_checkpoint(path: str | Path, *, verify_hashes: bool = True) -> Checkpo
         raise CheckpointError(f"{path}: unreadable {MANIFEST} ({exc})") from None
     if marker.read_text(encoding="utf-8").strip() != hashlib.sha256(raw).hexdigest():
         raise CheckpointError(f"{path}: {MANIFEST} does not match the {MARKER} marker (edited or corrupted)")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
         found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise CheckpointError(f"{path}: checkpoint format {found!r}, this version reads {FORMAT_VERSION}")
+        readable = " and ".join(map(str, READABLE_FORMATS))
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, this version reads {readable}")
     files = manifest.get("files")
     step = manifest.get("step")
     if not isinstance(files, dict) or STATE_FILE not in files or not isinstance(step, int):

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 # Names of the parameter groups a Qwen2-VL / Qwen2.5-VL model is split into.
 ModuleGroup = Literal["vit", "connector", "llm"]
 TINY_ARCHS: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-TINY_SIZES: tuple[str, ...] = ("tiny", "small")
+TINY_SIZES: tuple[str, ...] = ("tiny", "small", "2b", "7b")
 # V-Triune's IoU-threshold schedule names (DESIGN.md §4); fixed values and step lists also allowed.
 IOU_SCHEDULE_NAMES: tuple[str, ...] = ("dynamic", "average")
 IOU_THRESHOLD_RANGE: tuple[float, float] = (0.5, 0.99)
@@ -85,7 +85,8 @@ class ModelConfig(Section):
         description=(
             "Local Hugging Face checkpoint directory of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model, or "
             "`tiny:<arch>:<size>` for a random-init model built offline "
-            "(arch qwen2_vl | qwen2_5_vl | qwen3_vl, size tiny | small). "
+            "(arch qwen2_vl | qwen2_5_vl | qwen3_vl, size tiny | small | 2b | 7b; "
+            "2b and 7b are shaped like Qwen2-VL-2B/7B). "
             "Nothing is ever downloaded from a hub."
         )
     )
@@ -112,6 +113,10 @@ class ModelConfig(Section):
         ),
     )
     lr: GroupLrs = Field(default_factory=GroupLrs, description="Per-group learning rates.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass: less memory, about a third more compute.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -453,6 +458,52 @@ class TrackingConfig(Section):
     http: HttpTrackingConfig | None = Field(None, description="Send metrics to the platform.")
 
 
+class EngineConfig(Section):
+    """Where the policy trains: this process, or data-parallel workers on a Ray cluster."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local",
+        description=(
+            "`local`: one process (CPU or one GPU). `ray`: `workers` Ray actors, each holding a share of "
+            "every rollout batch; gradients are summed over them (gloo on CPU, NCCL on GPU)."
+        ),
+    )
+    workers: int = Field(1, gt=0, le=4096, description="Training workers (engine.kind ray).")
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs reserved for each worker.")
+    gpus_per_worker: float = Field(
+        0.0, ge=0, le=16, description="GPUs reserved for each worker; 0 trains on CPU with gloo."
+    )
+    sharding: Literal["none", "fsdp"] = Field(
+        "none",
+        description=(
+            "`none`: every worker holds the whole model and optimizer (data parallel). `fsdp`: torch "
+            "FSDP2 shards parameters, gradients and optimizer states over the workers."
+        ),
+    )
+    offload: bool = Field(
+        False, description="With sharding fsdp: keep parameters and optimizer states in CPU memory."
+    )
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Longest wait for a collective operation or a worker before the step fails.",
+    )
+    address: str | None = Field(
+        None,
+        max_length=2048,
+        description="Ray cluster to join; null: RAY_ADDRESS, or the cluster this job runs in, or a new one.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        if self.kind == "local" and self.workers != 1:  # local + fsdp: one FSDP worker in this process
+            problem("workers", f"engine.kind local is one process; use engine.kind ray for {self.workers}")
+        if self.offload and self.sharding != "fsdp":
+            problem("offload", "needs engine.sharding fsdp")
+        return self
+
+
 class TrainConfig(Section):
     """A whole training run."""
 
@@ -464,6 +515,7 @@ class TrainConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     total_steps: int = Field(
         gt=0, le=10_000_000, description="Training steps; schedules (warm-up, IoU ε) are relative to it."
     )
@@ -479,6 +531,12 @@ class TrainConfig(Section):
                 "rollout.n",
                 f"GRPO needs at least 2 responses per prompt (a group of one has advantage 0), "
                 f"got {self.rollout.n}; set rollout.n >= 2",
+            )
+        if self.engine.kind == "ray" and self.rollout.prompts_per_step < self.engine.workers:
+            problem(
+                "engine.workers",
+                f"each worker samples at least one prompt a step: {self.engine.workers} workers need "
+                f"rollout.prompts_per_step >= {self.engine.workers}, got {self.rollout.prompts_per_step}",
             )
         mini = self.algo.mini_batch_size
         if mini is not None and self.rollout.prompts_per_step % mini != 0:

@@ -24,6 +24,7 @@ from trainer.data.images import PATCH_FACTOR
 from trainer.data.mixture import MixtureSampler
 from trainer.data.prompt_pool import PromptPool
 from trainer.engine.errors import Problem
+from trainer.engine.policy import LocalPolicy, Policy
 from trainer.engine.scoring import Scorer
 from trainer.engine.sources import SourceData
 from trainer.engine.state import TrainState
@@ -42,7 +43,7 @@ from trainer.rollout import RolloutBackend
 from trainer.tracking import Tracker
 
 Arch = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
-Size = Literal["tiny", "small"]
+Size = Literal["tiny", "small", "2b", "7b"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ class Runtime:
     pool: PromptPool | None  # prompt-pool augmentation, None when data.prompt_pool is off
     update: UpdateConfig  # the update's hyper-parameters (its seed is replaced every step)
     pad_token_id: int
-    ref_model: PreTrainedModel | None = None  # frozen copy of the initial policy when a KL term is on
 
 
 def setup_problems(config: TrainConfig) -> list[Problem]:
@@ -182,14 +182,19 @@ def pad_token_id(processor: ProcessorMixin) -> int:
     return int(pad)
 
 
-def build_state(config: TrainConfig, model: PreTrainedModel, sources: dict[str, SourceData]) -> TrainState:
-    """A fresh state: optimizer and schedule over ``model``, a sampler over the sources' training rows."""
+def build_local_policy(config: TrainConfig, processor: ProcessorMixin, device: torch.device) -> LocalPolicy:
+    """The policy in this process: model, optimizer and schedule over it, the reference if needed."""
+    model = build_model(config, device)
+    ref_model = reference_model(model, config)  # the initial policy, taken before a resume loads weights
     optimizer, scheduler = build_optimizer(model, config)
+    return LocalPolicy(model, optimizer, scheduler, processor, pad_token_id(processor), ref_model)
+
+
+def build_state(config: TrainConfig, policy: Policy, sources: dict[str, SourceData]) -> TrainState:
+    """A fresh state: ``policy``, and a sampler over the sources' training rows."""
     sampler = MixtureSampler(
         {name: len(data.train) for name, data in sources.items()},
         {name: data.weight for name, data in sources.items()},
         seed=config.seed,
     )
-    return TrainState(
-        model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler, seed=config.seed
-    )
+    return TrainState(policy=policy, sampler=sampler, seed=config.seed)

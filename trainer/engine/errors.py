@@ -41,3 +41,10 @@ class TrainingStopped(RuntimeError):
     def __init__(self, message: str, *, checkpoint: Path | None = None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+
+
+class EngineFailure(RuntimeError):
+    """The distributed engine failed mid-run (a worker died or stopped answering); the message says how.
+
+    The run stops; checkpoints already written are intact, and ``--resume`` continues from the last.
+    """

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from transformers.processing_utils import ProcessorMixin
 
 from trainer.checkpoint import (
     AUTO,
@@ -40,17 +41,17 @@ from trainer.config import ResolvedSource, TrainConfig
 from trainer.data.prompt_pool import PromptPool
 from trainer.engine.build import (
     Runtime,
-    build_model,
+    build_local_policy,
     build_processor_for,
     build_state,
     device_for_run,
     pad_token_id,
-    reference_model,
     setup_problems,
     update_config,
 )
 from trainer.engine.errors import PreflightError, Problem, TrainingStopped
 from trainer.engine.evaluate import evaluate
+from trainer.engine.policy import Policy
 from trainer.engine.preflight import (
     DEFAULT_SAMPLE_ROWS,
     MIN_BOXES,
@@ -65,7 +66,7 @@ from trainer.engine.state import TrainState
 from trainer.engine.step import StepResult, train_step
 from trainer.engine.stop import StopRequest
 from trainer.monitor import Metrics
-from trainer.rollout import backend_names, build_backend
+from trainer.rollout import RolloutBackend, backend_names, build_backend
 from trainer.tracking import ConsoleSink, MultiSink, build_tracker
 
 # Steps whose detection responses are pooled for the box-frame check before it gives up.
@@ -89,7 +90,10 @@ class Session:
         try:
             self.runtime.scorer.close()
         finally:
-            self.runtime.tracker.close()
+            try:
+                self.runtime.tracker.close()
+            finally:
+                self.state.policy.close()
 
     def __enter__(self) -> Session:
         return self
@@ -119,6 +123,27 @@ def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> lis
             Problem("reward.remote.token_env", f"environment variable {remote.token_env} is empty or not set")
         )
     return problems
+
+
+def build_policy(config: TrainConfig, processor: ProcessorMixin) -> tuple[Policy, RolloutBackend]:
+    """The policy of ``engine.kind`` and the backend that samples from it.
+
+    ``local``: the model in this process, sampled by the ``rollout.backend`` (with ``sharding:
+    fsdp``, one FSDP worker in this process); ``ray``: workers on the Ray cluster, each sampling
+    its share of the prompts.
+    """
+    if config.engine.kind == "ray":
+        from trainer.engine.distributed import start_ray_policy  # Ray is imported only when asked for
+
+        ray_policy = start_ray_policy(config)
+        return ray_policy, ray_policy
+    if config.engine.sharding == "fsdp":
+        from trainer.engine.distributed.worker import InProcessPolicy
+
+        in_process = InProcessPolicy(config)
+        return in_process, in_process
+    local = build_local_policy(config, processor, device_for_run())
+    return local, build_backend(config.rollout.backend, model=local.model, processor=processor)
 
 
 def open_session(
@@ -163,23 +188,26 @@ def open_session(
                 checkpoint = find_checkpoint(resume, root, skipped=skipped)
         except CheckpointError as exc:
             raise PreflightError([Problem("--resume", str(exc))], "cannot resume") from None
-    model = build_model(config, device_for_run())
-    ref_model = reference_model(model, config)  # the initial policy, taken before a resume loads weights
-    state = build_state(config, model, data)
-    warnings = [f"passed over a checkpoint: {line}" for line in skipped]
-    if checkpoint is not None:
-        try:
-            warnings += check_resume(checkpoint, config, sources, model, force=resume_force)
-            restore(state, checkpoint)
-        except CheckpointError as exc:
-            raise PreflightError([Problem("--resume", str(exc))], "cannot resume") from None
-    manager = CheckpointManager(root, config, sources, processor) if checkpoints else None
-    backend = build_backend(config.rollout.backend, model=model, processor=processor)
-    tracker = build_tracker(config.tracking, output_dir=out, total_steps=config.total_steps, environ=env)
+    policy, backend = build_policy(config, processor)
+    try:
+        state = build_state(config, policy, data)
+        warnings = [f"passed over a checkpoint: {line}" for line in skipped]
+        if checkpoint is not None:
+            try:
+                warnings += check_resume(checkpoint, config, sources, policy.signature(), force=resume_force)
+                restore(state, checkpoint)
+            except CheckpointError as exc:
+                raise PreflightError([Problem("--resume", str(exc))], "cannot resume") from None
+        manager = CheckpointManager(root, config, sources) if checkpoints else None
+        tracker = build_tracker(config.tracking, output_dir=out, total_steps=config.total_steps, environ=env)
+    except BaseException:
+        policy.close()
+        raise
     try:
         scorer = build_scorer(scorer_name(config.reward), config.reward, env)
     except BaseException:
         tracker.close()
+        policy.close()
         raise
     runtime = Runtime(
         config=config,
@@ -191,7 +219,6 @@ def open_session(
         pool=PromptPool(config.seed) if config.data.prompt_pool else None,
         update=update_config(config),
         pad_token_id=pad_token_id(processor),
-        ref_model=ref_model,
     )
     return Session(state, runtime, out, rows_checked, manager, checkpoint, root, warnings)
 

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
-from transformers import PreTrainedModel
 
 from trainer.data.mixture import MixtureSampler
+from trainer.engine.policy import Policy
 from trainer.monitor import LengthBaselines, baselines_from_state, baselines_state
 
 
@@ -33,11 +31,9 @@ def step_seed(seed: int, step: int, purpose: str = "rollout") -> int:
 
 @dataclass
 class TrainState:
-    """Model, optimizer, scheduler, data position, RNG seed and step counters of a run."""
+    """The policy (model, optimizer, schedule), data position, RNG seed and step counters of a run."""
 
-    model: PreTrainedModel
-    optimizer: Optimizer
-    scheduler: LRScheduler
+    policy: Policy
     sampler: MixtureSampler  # which rows come next (seeded, resumable)
     seed: int  # every random choice of a step derives from (seed, step)
     step: int = 0  # training steps completed
@@ -47,11 +43,8 @@ class TrainState:
     length_baselines: LengthBaselines = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly from here (model and optimizer tensors included)."""
+        """Everything needed to continue exactly from here but the policy's (:meth:`Policy.save`)."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "seed": self.seed,
             "step": self.step,
@@ -62,12 +55,14 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`; refuses a state of another seed or data mixture."""
+        """Continue from :meth:`state_dict`; refuses a state of another seed or data mixture.
+
+        A state that holds the policy's tensors too (checkpoint format 1) loads them into it.
+        """
         if state["seed"] != self.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, this run has seed {self.seed}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if "model" in state:
+            self.policy.load_state(state)
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         self.nan_streak = int(state["nan_streak"])

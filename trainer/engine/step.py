@@ -10,14 +10,13 @@ Each stage is a function with explicit inputs; the state it advances is
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from trainer.algo import group_advantages, update_policy, zero_std_groups
+from trainer.algo import group_advantages, zero_std_groups
 from trainer.data.images import ImageError
 from trainer.engine.build import Runtime
 from trainer.engine.errors import PreflightError, Problem
@@ -148,18 +147,6 @@ def peak_memory_bytes() -> int | None:
     return peak_rss_bytes()
 
 
-def advance_schedule(state: TrainState) -> None:
-    """Step the LR schedule once per training step, also when every optimizer step was skipped.
-
-    The schedule counts training steps (warm-up is a fraction of total_steps), so a skipped
-    update still moves it; torch's warning about a scheduler stepped before its optimizer is
-    expected then and silenced.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-        state.scheduler.step()
-
-
 @dataclass
 class SampledGroups:
     """The prompts and scored responses of a step, refills included, with what dynamic sampling did."""
@@ -248,18 +235,14 @@ def train_step(state: TrainState, rt: Runtime) -> StepResult:
             batch, batch_advantages = [rollouts[i] for i in kept], advantages[kept]
         with Timer() as update_time:
             if batch:
-                update = update_policy(
-                    state.model,
-                    state.optimizer,
+                update = state.policy.update(
                     batch,
                     batch_advantages,
-                    pad_token_id=rt.pad_token_id,
-                    config=dataclasses.replace(rt.update, seed=step_seed(state.seed, step, "shuffle")),
-                    ref_model=rt.ref_model,
+                    dataclasses.replace(rt.update, seed=step_seed(state.seed, step, "shuffle")),
                 )
             else:
                 update = {"actor/optimizer_steps": 0.0, "actor/skipped_steps": 0.0}
-            advance_schedule(state)
+            state.policy.advance_schedule()
     state.step += 1
     skipped = int(update.get("actor/skipped_steps", 0))
     state.skipped_total += skipped

@@ -72,3 +72,17 @@ def copy_data(tmp_path: Path, synth_dir: Path) -> Callable[..., Path]:
         return out
 
     return copy
+
+
+def checkpoint_state(checkpoint: Any) -> dict[str, Any]:
+    """Everything a checkpoint holds in one dict: the training state, the optimizer and schedule
+    (``optimizer.pt``) and the weights as written in ``policy/`` (``model``, by their saved names)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from trainer.checkpoint import load_state
+
+    state = load_state(checkpoint)
+    state |= torch.load(checkpoint.path / "optimizer.pt", weights_only=True)
+    state["model"] = load_file(str(checkpoint.path / "policy" / "model.safetensors"))
+    return state

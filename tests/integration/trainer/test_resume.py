@@ -15,7 +15,7 @@ from trainer.config import build_run_spec, config_from_dict
 from trainer.data.reader import iter_samples, write_parquet
 from trainer.engine import TrainingStopped, open_session, run_loop
 
-from .conftest import SOURCES, small_config
+from .conftest import SOURCES, checkpoint_state, small_config
 from .test_train_nan import NanSwitch
 
 CHECKPOINTS = {"every": 2, "keep_last": None}
@@ -43,7 +43,7 @@ def _events(out: Path) -> list[dict]:
 def _state(out: Path, step: int | None = None) -> dict:
     checkpoints = list_complete(out / "checkpoints")
     chosen = checkpoints[-1] if step is None else next(c for c in checkpoints if c.step == step)
-    return load_state(chosen)
+    return checkpoint_state(chosen)
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
@@ -271,7 +271,7 @@ def test_a_nan_stop_saves_a_checkpoint_first(synth_dir: Path, tmp_path: Path) ->
     )
     spec = build_run_spec(config, run_id="nan")
     with open_session(config, list(spec.sources), output_dir=tmp_path / "out") as session:
-        NanSwitch().install(session.state.model)
+        NanSwitch().install(session.state.policy.model)
         with pytest.raises(TrainingStopped) as stopped:
             run_loop(session)
     checkpoint = latest_complete(tmp_path / "out" / "checkpoints")
@@ -291,9 +291,10 @@ def test_the_policy_export_loads_back_and_generates(synth_dir: Path, tmp_path: P
     assert _train(config, tmp_path / "out") == 0
     checkpoint = latest_complete(tmp_path / "out" / "checkpoints")
     assert checkpoint is not None and checkpoint.policy_dir is not None
-    trained = load_state(checkpoint)["model"]
+    assert "model" not in load_state(checkpoint)  # the weights are stored once, in policy/
     plain = AutoModelForImageTextToText.from_pretrained(checkpoint.policy_dir)
-    assert all(torch.equal(plain.state_dict()[k], v) for k, v in trained.items())
+    saved = checkpoint_state(checkpoint)["model"]
+    assert plain.num_parameters() == sum(v.numel() for v in saved.values())
     model, processor = load_model(checkpoint.policy_dir)
     image = __import__("PIL.Image").Image.new("RGB", (56, 56), (200, 30, 30))
     rollouts = build_backend("hf", model=model, processor=processor).generate(

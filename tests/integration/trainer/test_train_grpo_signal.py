@@ -141,11 +141,11 @@ DYNAMIC = {"dynamic_sampling": {"enabled": True, "max_retries": 2}}
 
 
 def _weights(session: Session) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in session.state.model.state_dict().items()}
+    return {k: v.clone() for k, v in session.state.policy.model.state_dict().items()}
 
 
 def _unchanged(session: Session, before: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(before[k], v) for k, v in session.state.model.state_dict().items())
+    return all(torch.equal(before[k], v) for k, v in session.state.policy.model.state_dict().items())
 
 
 def test_groups_that_stay_constant_are_refilled_then_dropped(session_with) -> None:

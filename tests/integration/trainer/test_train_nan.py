@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import trainer.engine.loop as loop
+import trainer.engine.build as build_module
 from trainer.__main__ import main
 from trainer.config import build_run_spec, config_from_dict
 from trainer.engine import TrainingStopped, open_session, run_loop
@@ -58,15 +58,15 @@ def test_a_nan_step_is_skipped_counted_and_the_run_goes_on(synth_dir: Path, tmp_
     switch = NanSwitch()
     with _session(synth_dir, tmp_path, algo={"max_nan_steps": 2}) as session:
         state = session.state
-        switch.install(state.model)
-        before = {k: v.clone() for k, v in state.model.state_dict().items()}
+        switch.install(state.policy.model)
+        before = {k: v.clone() for k, v in state.policy.model.state_dict().items()}
         first = run_loop(session, max_steps=1)
         assert first.skipped_updates == 1
         assert (state.step, state.nan_streak, state.skipped_total) == (1, 1, 1)
         assert first.last_metrics[(None, "actor/skipped_steps")] == 1.0
         assert first.last_metrics[(None, "actor/optimizer_steps")] == 0.0
         assert (None, "actor/pg_loss") not in first.last_metrics  # NaN is omitted, never logged
-        after = state.model.state_dict()
+        after = state.policy.model.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before)  # the optimizer step was skipped
 
         switch.on = False
@@ -74,7 +74,7 @@ def test_a_nan_step_is_skipped_counted_and_the_run_goes_on(synth_dir: Path, tmp_
         assert rest.skipped_updates == 0 and (state.step, state.nan_streak, state.skipped_total) == (3, 0, 1)
         assert rest.last_metrics[(None, "actor/skipped_steps")] == 0.0
         assert rest.last_metrics[(None, "actor/optimizer_steps")] == 1.0
-        assert any(not torch.equal(before[k], v) for k, v in state.model.state_dict().items())
+        assert any(not torch.equal(before[k], v) for k, v in state.policy.model.state_dict().items())
     nan_events = [e for e in _events(tmp_path / "out" / "metrics.jsonl") if e["event"] == "nan_step"]
     assert [(e["step"], e["message"]) for e in nan_events] == [
         (
@@ -87,7 +87,7 @@ def test_a_nan_step_is_skipped_counted_and_the_run_goes_on(synth_dir: Path, tmp_
 
 def test_max_nan_steps_in_a_row_stop_the_run(synth_dir: Path, tmp_path: Path) -> None:
     with _session(synth_dir, tmp_path, algo={"max_nan_steps": 2}) as session:
-        NanSwitch().install(session.state.model)
+        NanSwitch().install(session.state.policy.model)
         with pytest.raises(TrainingStopped) as stopped:
             run_loop(session)
         assert str(stopped.value) == STOP_MESSAGE
@@ -100,14 +100,14 @@ def test_max_nan_steps_in_a_row_stop_the_run(synth_dir: Path, tmp_path: Path) ->
 def test_the_command_exits_1_with_the_message(
     synth_dir: Path, tmp_path: Path, write_config, monkeypatch, capsys
 ) -> None:
-    build = loop.build_model
+    build = build_module.build_model
 
     def build_with_nan(config, device):
         model = build(config, device)
         NanSwitch().install(model)
         return model
 
-    monkeypatch.setattr(loop, "build_model", build_with_nan)
+    monkeypatch.setattr(build_module, "build_model", build_with_nan)
     config = write_config(synth_dir, algo={"max_nan_steps": 2}, reward={"workers": 1})
     code = main(["train", "--config", str(config), "--output-dir", str(tmp_path / "out")])
     captured = capsys.readouterr()

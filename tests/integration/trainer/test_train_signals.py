@@ -24,11 +24,11 @@ import pytest
 import torch
 
 from trainer.__main__ import main
-from trainer.checkpoint import MARKER, check_checkpoint, latest_complete, load_state
+from trainer.checkpoint import MARKER, check_checkpoint, latest_complete
 from trainer.config import build_run_spec, config_from_dict, load_run_spec
 from trainer.engine import StopRequest, open_session, run_loop
 
-from .conftest import SOURCES, small_config
+from .conftest import SOURCES, checkpoint_state, small_config
 
 ROOT = Path(__file__).resolve().parents[3]
 DEADLINE_S = 300.0
@@ -191,7 +191,7 @@ def test_sigterm_saves_the_last_step_and_resume_auto_finishes_it(synth_dir: Path
     run = Trainer("--spec", straight_uri, "--threads", "1", cwd=tmp_path)
     assert run.wait() == 0, "\n".join(run.err)
     assert _points(output) == _points(straight)
-    a, b = (load_state(latest_complete(o / "checkpoints")) for o in (output, straight))
+    a, b = (checkpoint_state(latest_complete(o / "checkpoints")) for o in (output, straight))
     assert a["step"] == b["step"] == STEPS and a["sampler"] == b["sampler"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 

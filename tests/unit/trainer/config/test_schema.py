@@ -19,7 +19,9 @@ ALGO_KEYS = (
     "grad_clip, kl, lr, max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, "
     "weight_decay"
 )
-TOP_KEYS = "algo, checkpoint, data, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
+TOP_KEYS = (
+    "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
+)
 SCHEDULE_WORDS = "must be dynamic, average, a number or a non-empty list of [fraction, threshold]"
 
 
@@ -221,7 +223,7 @@ INVALID = [
         ["model.path=tiny:foo"],
         [
             "model.path: a tiny model is written tiny:<arch>:<size> with arch in "
-            "qwen2_vl, qwen2_5_vl, qwen3_vl and size in tiny, small; got 'tiny:foo'"
+            "qwen2_vl, qwen2_5_vl, qwen3_vl and size in tiny, small, 2b, 7b; got 'tiny:foo'"
         ],
     ),
     # data sources

@@ -67,7 +67,7 @@ def test_build_does_not_touch_global_rng():
     ("kwargs", "message"),
     [
         ({"arch": "llava"}, "unknown arch 'llava'; known: qwen2_5_vl, qwen2_vl, qwen3_vl"),
-        ({"size": "huge"}, "unknown size 'huge'; known: small, tiny"),
+        ({"size": "huge"}, "unknown size 'huge'; known: 2b, 7b, small, tiny"),
     ],
 )
 def test_rejects_unknown_presets(kwargs, message):

@@ -1,0 +1,127 @@
+"""engine.kind ray: data-parallel workers on a real Ray head, held to the single-process update.
+
+The engine runs in a process of its own joined to the session's head (as the trainer does
+inside a Ray job, see ray_probe.py); the single-process reference runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.trainer.conftest import small_config
+from tests.integration.trainer.ray_probe import ADVANTAGES, LENGTHS, UPDATE
+from tests.unit.trainer.algo.conftest import make_rollouts
+from trainer.config import TrainConfig
+from trainer.engine.build import build_local_policy, build_processor_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _config(root: Path, prompts: int = 2, **engine: object) -> TrainConfig:
+    data = small_config(root, engine={"kind": "ray", "workers": 2, "timeout_s": 120, **engine})
+    data["rollout"]["prompts_per_step"] = prompts
+    data["model"]["freeze"] = ["vit"]  # the connector trains too: more of the model is compared
+    data["algo"]["lr"] = 1e-3  # a visible step
+    return TrainConfig.model_validate(data, strict=False)
+
+
+def _probe(ray_head, action: str, config: TrainConfig, tmp_path: Path) -> dict:
+    out = tmp_path / f"{action}.pt"
+    env = ray_head.head.environment() | {"RAY_ADDRESS": f"127.0.0.1:{ray_head.head.ports['gcs']}"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.trainer.ray_probe",
+            action,
+            config.model_dump_json(),
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return torch.load(out, weights_only=False)
+
+
+def _single_process(config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
+    processor = build_processor_for(config)
+    local = TrainConfig.model_validate(json.loads(config.model_dump_json()) | {"engine": {}}, strict=False)
+    policy = build_local_policy(local, processor, torch.device("cpu"))
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    metrics = policy.update(make_rollouts(processor, LENGTHS), ADVANTAGES, UPDATE)
+    return policy.model.state_dict(), metrics, before
+
+
+def _assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], before: dict) -> None:
+    """Equal up to float summation order, which Adam amplifies only where a gradient is ~eps.
+
+    Adam's first steps move a weight by about lr in the gradient's sign, so a gradient element
+    near 0 may flip sign between two summation orders: such elements are allowed, but they must
+    be rare (< 0.1 %) and their difference small next to the step (< 5 %). A wrong reduction
+    (a mean instead of a sum, a worker's share missing) moves most elements elsewhere.
+    """
+    assert set(got) == set(want)
+    step = max(float((want[k] - before[k]).abs().max()) for k in want)
+    moved = [k for k in want if not torch.allclose(want[k], before[k], atol=1e-6)]
+    assert len(moved) > 10 and step > 1e-4  # the update moved the weights: the comparison means something
+    differing = total = 0
+    for key in want:
+        difference = (got[key].float() - want[key].float()).abs()
+        assert float(difference.max()) < 0.05 * step, key
+        differing += int((difference > 1e-6).sum())
+        total += difference.numel()
+    assert differing < 1e-3 * total, f"{differing} of {total} elements differ"
+
+
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_two_workers_update_the_weights_as_one_process_does(ray_head, synth_dir, tmp_path, sharding) -> None:
+    config = _config(synth_dir, sharding=sharding)
+    want, want_metrics, before = _single_process(config)
+    result = _probe(ray_head, "update", config, tmp_path)
+    assert "error" not in result, result.get("error")
+    _assert_same_weights(result["weights"], want, before)
+    metrics = result["metrics"]
+    assert metrics["actor/optimizer_steps"] == want_metrics["actor/optimizer_steps"] == 2.0
+    for key in ("actor/pg_loss", "actor/entropy", "actor/clipfrac", "actor/grad_norm", "actor/ppo_kl"):
+        assert metrics[key] == pytest.approx(want_metrics[key], rel=1e-4, abs=1e-6), key
+    layers = [k for k in want_metrics if k.startswith("grad_norm/")]
+    assert layers and all(metrics[k] == pytest.approx(want_metrics[k], rel=1e-4, abs=1e-7) for k in layers)
+
+
+def test_a_checkpoint_of_two_sharded_workers_resumes_on_one(ray_head, synth_dir, tmp_path) -> None:
+    result = _probe(ray_head, "save_then_resume", _config(synth_dir, sharding="fsdp"), tmp_path)
+    assert "error" not in result, result.get("error")
+    assert (tmp_path / "policy" / "config.json").is_file() and (tmp_path / "optimizer.pt").is_file()
+    saved, loaded = result["weights"], result["loaded"]
+    assert saved.keys() == loaded.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    # the optimizer's moments came along: Adam's second step is not its first
+    assert result["next_metrics"]["actor/optimizer_steps"] == 2.0
+    optimizer = torch.load(tmp_path / "optimizer.pt", weights_only=True)
+    assert optimizer["scheduler"]["last_epoch"] == 1 and optimizer["optimizer"]["state"]
+
+
+def test_more_workers_than_the_cluster_holds_is_refused_before_placement(
+    ray_head, synth_dir, tmp_path
+) -> None:
+    result = _probe(ray_head, "start", _config(synth_dir, prompts=8, workers=8, cpus_per_worker=1), tmp_path)
+    assert "8 workers × 1 CPU = 8 CPU, but the Ray cluster has 2" in result["error"]
+    assert "engine.cpus_per_worker" in result["error"]
+    result = _probe(ray_head, "start", _config(synth_dir, workers=1, gpus_per_worker=1), tmp_path)
+    assert "1 workers × 1 GPU = 1 GPU, but the Ray cluster has 0" in result["error"]
+
+
+def test_a_worker_that_dies_mid_step_fails_the_step_with_a_clear_message(
+    ray_head, synth_dir, tmp_path
+) -> None:
+    result = _probe(ray_head, "kill", _config(synth_dir), tmp_path)
+    assert result["error"].startswith("a training worker died during the update"), result["error"]

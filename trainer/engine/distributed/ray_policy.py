@@ -1,0 +1,257 @@
+"""The policy on data-parallel Ray workers, coordinated by the driver (the Ray job's entrypoint).
+
+:func:`start_ray_policy` joins the cluster, refuses a request the cluster cannot hold before
+placing anything, reserves a placement group (one bundle per worker), starts one
+:class:`~trainer.engine.distributed.worker.PolicyWorker` actor per bundle and forms their
+process group. :class:`RayPolicy` is then both the run's :class:`~trainer.engine.policy.Policy`
+and its rollout backend: each call goes to every worker at once and waits for all of them,
+never longer than ``engine.timeout_s``; a worker that dies or stops answering fails the call
+with :class:`~trainer.engine.errors.EngineFailure`, which ends the run (its last checkpoint
+stays intact and resumable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.algo import UpdateConfig, assign_owners, merge_totals
+from trainer.config import TrainConfig
+from trainer.engine.distributed.split import split_evenly, worker_seed
+from trainer.engine.errors import EngineFailure, PreflightError, Problem
+from trainer.rollout import Rollout, RolloutPrompt
+
+
+def needed_resources(config: TrainConfig) -> dict[str, float]:
+    """CPUs and GPUs the workers reserve together.
+
+    >>> from trainer.config import load_config
+    >>> needed_resources(load_config("tiny-cpu-demo", ["engine.kind=ray", "engine.workers=2"]))
+    {'CPU': 2.0, 'GPU': 0.0}
+    """
+    engine = config.engine
+    return {"CPU": engine.workers * engine.cpus_per_worker, "GPU": engine.workers * engine.gpus_per_worker}
+
+
+def resource_problems(config: TrainConfig, cluster: Mapping[str, float]) -> list[Problem]:
+    """Why the cluster (``ray.cluster_resources()``) cannot hold the workers; empty when it can."""
+    engine = config.engine
+    problems = []
+    for resource, need in needed_resources(config).items():
+        have = float(cluster.get(resource, 0.0))
+        if need > have:
+            per = engine.cpus_per_worker if resource == "CPU" else engine.gpus_per_worker
+            field = "engine.cpus_per_worker" if resource == "CPU" else "engine.gpus_per_worker"
+            problems.append(
+                Problem(
+                    field,
+                    f"{engine.workers} workers × {per:g} {resource} = {need:g} {resource}, but the Ray "
+                    f"cluster has {have:g}; lower engine.workers or {field}, or add nodes",
+                )
+            )
+    return problems
+
+
+def connect(config: TrainConfig) -> None:
+    """Join ``engine.address``, else ``RAY_ADDRESS`` / the job's cluster, else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.engine.address or os.environ.get("RAY_ADDRESS")
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+    else:
+        need = needed_resources(config)
+        ray.init(
+            num_cpus=max(1, int(need["CPU"] + 0.999)),
+            include_dashboard=False,
+            runtime_env={"env_vars": env},
+        )
+
+
+class RayPolicy:
+    """The policy on ``engine.workers`` Ray actors; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, actors: Sequence[Any], placement: Any) -> None:
+        self.config = config
+        self.actors = list(actors)
+        self.placement = placement
+        self.timeout_s = config.engine.timeout_s
+
+    @property
+    def world(self) -> int:
+        return len(self.actors)
+
+    def _gather(self, refs: Sequence[Any], what: str) -> list[Any]:
+        """The results of one call on every worker, or :class:`EngineFailure` saying which failed."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        try:
+            return list(ray.get(list(refs), timeout=self.timeout_s))
+        except RayActorError as exc:
+            raise EngineFailure(f"a training worker died during {what}: {_first_line(exc)}") from None
+        except GetTimeoutError:
+            raise EngineFailure(
+                f"the training workers did not finish {what} within engine.timeout_s = {self.timeout_s:g} s"
+            ) from None
+        except RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise EngineFailure(f"a training worker failed during {what}: {_first_line(cause)}") from None
+
+    def generate(
+        self,
+        prompts: Sequence[RolloutPrompt],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> list[Rollout]:
+        """Each worker samples its contiguous share of ``prompts``; prompt-major order is kept."""
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: nothing to generate")
+        bounds = split_evenly(len(prompts), self.world)
+        refs = [
+            actor.generate.remote(
+                list(prompts[start:end]),
+                n=n,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                greedy=greedy,
+                seed=worker_seed(seed, rank),
+            )
+            for rank, (actor, (start, end)) in enumerate(zip(self.actors, bounds, strict=True))
+        ]
+        parts = self._gather(refs, "rollout")
+        rollouts: list[Rollout] = []
+        for (start, _), part in zip(bounds, parts, strict=True):
+            rollouts += [dataclasses.replace(r, prompt_index=r.prompt_index + start) for r in part]
+        return rollouts
+
+    def update(
+        self, rollouts: Sequence[Rollout], advantages: torch.Tensor, config: UpdateConfig
+    ) -> dict[str, float]:
+        """Each worker updates on its share; gradients are summed over them; metrics reduced as sums."""
+        if len(rollouts) < self.world:
+            raise EngineFailure(
+                f"{len(rollouts)} responses cannot be shared by {self.world} workers this step "
+                "(dynamic sampling dropped the rest); raise rollout.prompts_per_step"
+            )
+        lengths = [r.response_length for r in rollouts]
+        owner = assign_owners(lengths, self.world)
+        refs = []
+        for rank, actor in enumerate(self.actors):
+            mine = [i for i, o in enumerate(owner) if o == rank]
+            refs.append(
+                actor.update.remote(
+                    [rollouts[i] for i in mine], advantages[mine].clone(), lengths, owner, config
+                )
+            )
+        return merge_totals(self._gather(refs, "the update")).metrics()
+
+    def advance_schedule(self) -> None:
+        self._gather([actor.advance_schedule.remote() for actor in self.actors], "the LR schedule")
+
+    def signature(self) -> dict[str, Any]:
+        return self._gather([self.actors[0].signature.remote()], "the model signature")[0]
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights on the CPU."""
+        return self._gather([actor.full_state.remote() for actor in self.actors], "gathering weights")[0]
+
+    def save(self, directory: Path) -> None:
+        self._gather([actor.save.remote(str(directory)) for actor in self.actors], "saving a checkpoint")
+
+    def load(self, directory: Path) -> None:
+        self._gather([actor.load.remote(str(directory)) for actor in self.actors], "loading a checkpoint")
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self._gather([actor.load_state.remote(dict(state)) for actor in self.actors], "loading a checkpoint")
+
+    def close(self) -> None:
+        """Stop the workers and free their placement group."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # an actor already gone
+                pass
+        self.actors = []
+        if self.placement is not None:
+            try:
+                remove_placement_group(self.placement)
+            except Exception:  # the cluster itself is gone
+                pass
+            self.placement = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def start_ray_policy(config: TrainConfig) -> RayPolicy:
+    """Place and start the workers and form their process group; see the module docstring.
+
+    Raises :class:`PreflightError` when the cluster lacks the resources, or the workers cannot
+    be placed within ``engine.timeout_s``.
+    """
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from trainer.engine.distributed.worker import PolicyWorker
+
+    engine = config.engine
+    connect(config)
+    problems = resource_problems(config, ray.cluster_resources())
+    if problems:
+        raise PreflightError(problems, "cannot place the training workers")
+    bundle = {"CPU": engine.cpus_per_worker}
+    if engine.gpus_per_worker:
+        bundle["GPU"] = engine.gpus_per_worker
+    placement = placement_group([dict(bundle) for _ in range(engine.workers)], strategy="PACK")
+    try:
+        ray.get(placement.ready(), timeout=engine.timeout_s)
+    except Exception:
+        remove_placement_group(placement)
+        raise PreflightError(
+            [
+                Problem(
+                    "engine.workers",
+                    f"{engine.workers} workers could not be placed within {engine.timeout_s:g} s",
+                )
+            ],
+            "cannot place the training workers",
+        ) from None
+    remote = ray.remote(PolicyWorker)
+    payload = config.model_dump(mode="json")
+    actors = [
+        remote.options(
+            num_cpus=engine.cpus_per_worker,
+            num_gpus=engine.gpus_per_worker,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement, placement_group_bundle_index=rank
+            ),
+        ).remote(payload, rank, engine.workers)
+        for rank in range(engine.workers)
+    ]
+    policy = RayPolicy(config, actors, placement)
+    try:
+        address, port = policy._gather([actors[0].rendezvous.remote()], "starting the workers")[0]
+        policy._gather([actor.join.remote(address, port) for actor in actors], "forming the process group")
+    except BaseException:
+        policy.close()
+        raise
+    return policy
