@@ -68,6 +68,9 @@ def shard_with_fsdp(model: nn.Module, *, offload: bool) -> list[nn.Module]:
 
     setattr(model, SHARDED_LOGPROBS, types.MethodType(sharded_token_logprobs, model))
     register_fsdp_forward_method(model, SHARDED_LOGPROBS)
+    # FSDP initialises its units at the root's first forward; generation calls the inner model
+    # first, so the root is initialised now (torch has no public call for it yet).
+    model._get_fsdp_state()._lazy_init()  # type: ignore[operator]
     return units
 
 
