@@ -29,7 +29,9 @@ from torch import nn
 from trainer.config import ResolvedSource, TrainConfig
 
 # Top-level config sections that never change what a step computes.
-IGNORED_SECTIONS: tuple[str, ...] = ("output_dir", "checkpoint", "tracking", "eval")
+# engine: where the policy trains does not change the update (it equals the single-process one),
+# so a run may resume on another number of workers (their sampling seeds differ, per rank).
+IGNORED_SECTIONS: tuple[str, ...] = ("output_dir", "checkpoint", "tracking", "eval", "engine")
 # Per-source fields that say where files are; the data fingerprint checks their content.
 IGNORED_SOURCE_FIELDS: tuple[str, ...] = ("train", "test", "images")
 HASH_CHUNK = 1 << 20

@@ -152,7 +152,7 @@ def _train(
     resume: str | None,
     stop: StopRequest,
 ) -> int:
-    from trainer.engine import PreflightError, TrainingStopped, open_session, run_loop
+    from trainer.engine import EngineFailure, PreflightError, TrainingStopped, open_session, run_loop
 
     started = time.perf_counter()
     try:
@@ -162,6 +162,9 @@ def _train(
     except PreflightError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
+    except EngineFailure as exc:
+        print(f"train: cannot start: {exc}", file=sys.stderr)
+        return 1
     with session:
         out = session.output_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +190,13 @@ def _train(
             if checkpoint is not None:
                 print(f"train: checkpoint of step {session.state.step} in {checkpoint}", flush=True)
             print(f"train: {exc}", file=sys.stderr)
+            return 1
+        except EngineFailure as exc:
+            from trainer.checkpoint import latest_complete
+
+            last = latest_complete(session.checkpoint_dir) if session.checkpoint_dir is not None else None
+            where = f"resume from {last.path} with --resume latest" if last else "no checkpoint was written"
+            print(f"train: stopped at step {session.state.step + 1}: {exc}; {where}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # SIGINT before the handler was in place, or outside the main thread
             print(f"train: interrupted after step {session.state.step}", file=sys.stderr)

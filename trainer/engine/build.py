@@ -23,7 +23,8 @@ from trainer.config import TrainConfig
 from trainer.data.images import PATCH_FACTOR
 from trainer.data.mixture import MixtureSampler
 from trainer.data.prompt_pool import PromptPool
-from trainer.engine.errors import Problem
+from trainer.engine.errors import PreflightError, Problem
+from trainer.engine.memory import fit_problems
 from trainer.engine.policy import LocalPolicy, Policy
 from trainer.engine.scoring import Scorer
 from trainer.engine.sources import SourceData
@@ -123,6 +124,8 @@ def build_model(config: TrainConfig, device: torch.device) -> PreTrainedModel:
     else:
         model, _ = load_model(config.model.path, dtype=dtype, device=device, **_pixels(config))
     freeze(model, config.model.freeze)
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -183,7 +186,13 @@ def pad_token_id(processor: ProcessorMixin) -> int:
 
 
 def build_local_policy(config: TrainConfig, processor: ProcessorMixin, device: torch.device) -> LocalPolicy:
-    """The policy in this process: model, optimizer and schedule over it, the reference if needed."""
+    """The policy in this process: model, optimizer and schedule over it, the reference if needed.
+
+    On a GPU, a run estimated not to fit is refused (:class:`PreflightError`) before any weight is read.
+    """
+    problems = fit_problems(config, device)
+    if problems:
+        raise PreflightError(problems, "the run does not fit on this GPU")
     model = build_model(config, device)
     ref_model = reference_model(model, config)  # the initial policy, taken before a resume loads weights
     optimizer, scheduler = build_optimizer(model, config)

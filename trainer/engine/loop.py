@@ -49,7 +49,7 @@ from trainer.engine.build import (
     setup_problems,
     update_config,
 )
-from trainer.engine.errors import PreflightError, Problem, TrainingStopped
+from trainer.engine.errors import EngineFailure, PreflightError, Problem, TrainingStopped
 from trainer.engine.evaluate import evaluate
 from trainer.engine.policy import Policy
 from trainer.engine.preflight import (
@@ -342,7 +342,11 @@ def run_loop(
     while state.step < last:
         if stop is not None and stop.requested:
             return _stopped(session, summary, stop)
-        result = train_step(state, rt)
+        try:
+            result = train_step(state, rt)
+        except EngineFailure as exc:  # the checkpoints written so far are intact
+            rt.tracker.log_event("stopped", f"stopped at step {state.step + 1}: {exc}", step=state.step)
+            raise
         summary.steps += 1
         summary.skipped_updates += result.skipped_updates
         _report_bad_rows(rt, result.bad_rows, state.step)

@@ -125,3 +125,36 @@ def test_a_worker_that_dies_mid_step_fails_the_step_with_a_clear_message(
 ) -> None:
     result = _probe(ray_head, "kill", _config(synth_dir), tmp_path)
     assert result["error"].startswith("a training worker died during the update"), result["error"]
+
+
+def _train(ray_head, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = ray_head.head.environment() | {"RAY_ADDRESS": f"127.0.0.1:{ray_head.head.ports['gcs']}"}
+    command = [sys.executable, "-m", "trainer", "train", "--threads", "1", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _steps(out: Path) -> list[int]:
+    lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return sorted({obj["step"] for obj in map(json.loads, lines) if "event" not in obj and obj.get("step")})
+
+
+def test_the_train_command_trains_on_two_workers_and_resumes_on_one(
+    ray_head, synth_dir, tmp_path, write_config
+) -> None:
+    engine = {"kind": "ray", "workers": 2, "timeout_s": 120}
+    config = write_config(synth_dir, engine=engine, total_steps=3, reward={"workers": 1})
+    out = tmp_path / "out"
+    first = _train(ray_head, "--config", str(config), "--output-dir", str(out), "--steps", "2", cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "train: finished 2 step(s)" in first.stdout
+    assert _steps(out) == [1, 2]
+    checkpoint = out / "checkpoints" / "step_00000002"
+    assert (checkpoint / "policy" / "model.safetensors").is_file() and (checkpoint / "optimizer.pt").is_file()
+    assert "model" not in torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+
+    # the same run on one worker continues at step 3 (the engine is not part of the config's identity)
+    one = write_config(synth_dir, engine=engine | {"workers": 1}, total_steps=3, reward={"workers": 1})
+    second = _train(ray_head, "--config", str(one), "--output-dir", str(out), "--resume", "latest", cwd=ROOT)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resumed from {checkpoint} at step 2" in second.stdout
+    assert _steps(out) == [1, 2, 3]

@@ -38,6 +38,8 @@ from trainer.engine.build import (
     reference_model,
 )
 from trainer.engine.distributed.collective import TorchCollective, free_port, join_group, leave_group
+from trainer.engine.errors import PreflightError
+from trainer.engine.memory import fit_problems
 from trainer.engine.policy import OPTIMIZER_FILE, read_optimizer_state, read_policy_weights, step_schedule
 from trainer.rollout import Rollout, RolloutPrompt, build_backend
 
@@ -126,9 +128,10 @@ class PolicyWorker:
         backend = join_group(
             address=address, port=port, rank=self.rank, world=self.world, timeout_s=engine.timeout_s
         )
+        problems = fit_problems(self.config, self.device)
+        if problems:
+            raise PreflightError(problems, f"worker {self.rank}: the run does not fit on its GPU")
         model = build_model(self.config, self.device)
-        if self.config.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ref_model = reference_model(model, self.config)
         fsdp = engine.sharding == "fsdp"
         self.units = shard_with_fsdp(model, offload=engine.offload) if fsdp else []
