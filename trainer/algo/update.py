@@ -43,6 +43,9 @@ class UpdateConfig:
     mini_batch_size: int | None = None
     # Sequences per forward/backward; gradients accumulate over the micro-batches of a mini-batch.
     micro_batch_size: int = 8
+    # Sequences per forward of the old (and reference) log-prob recompute, which keeps no
+    # activations for a backward pass and so fits more; None = micro_batch_size.
+    logprob_micro_batch_size: int | None = None
     # Passes over the rollout batch (PPO epochs); > 1 reuses samples off-policy.
     ppo_epochs: int = 1
     # Clip range below 1 of the ratio (PPO, arXiv 1707.06347).
@@ -73,6 +76,10 @@ class UpdateConfig:
             raise ValueError(f"mini_batch_size must be >= 1 or None, got {self.mini_batch_size}")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.logprob_micro_batch_size is not None and self.logprob_micro_batch_size < 1:
+            raise ValueError(
+                f"logprob_micro_batch_size must be >= 1 or None, got {self.logprob_micro_batch_size}"
+            )
         if self.ppo_epochs < 1:
             raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if not 0 <= self.clip_low < 1:
@@ -255,16 +262,17 @@ def update_policy_shard(
     lockstep = shard is not None and shard.collective.lockstep
     loss_scale = shard.collective.loss_scale if shard is not None else 1.0
 
-    def micro_rounds(indices: Sequence[int]) -> int:
-        """Forward/backward passes the busiest worker needs for ``indices`` (global)."""
+    def micro_rounds(indices: Sequence[int], size: int) -> int:
+        """Passes of ``size`` sequences the busiest worker needs for ``indices`` (global)."""
         counts = [sum(1 for g in indices if owner[g] == r) for r in range(world)]
-        return max(math.ceil(c / config.micro_batch_size) for c in counts)
+        return max(math.ceil(c / size) for c in counts)
 
     device, dtype = _device_and_dtype(model)
-    recompute = {"pad_token_id": pad_token_id, "micro_batch_size": config.micro_batch_size}
+    logprob_micro = config.logprob_micro_batch_size or config.micro_batch_size
+    recompute = {"pad_token_id": pad_token_id, "micro_batch_size": logprob_micro}
     recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
     if lockstep:
-        recompute["rounds"] = micro_rounds(range(len(lengths)))
+        recompute["rounds"] = micro_rounds(range(len(lengths)), logprob_micro)
     old_logps = recompute_logprobs(model, rollouts, **recompute)
     ref_logps = recompute_logprobs(ref_model, rollouts, **recompute) if ref_model is not None else None
 
@@ -287,7 +295,7 @@ def update_policy_shard(
                 mine = [local[g] for g in mini if owner[g] == rank]
                 micros = _chunks(mine, config.micro_batch_size)
                 if lockstep:
-                    micros += [[]] * (micro_rounds(mini) - len(micros))
+                    micros += [[]] * (micro_rounds(mini, config.micro_batch_size) - len(micros))
                 optimizer.zero_grad(set_to_none=True)
                 finite = True
                 for micro in micros:

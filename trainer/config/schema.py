@@ -247,6 +247,12 @@ class RolloutConfig(Section):
         le=1 << 20,
         description="Longest response in tokens; a longer one is cut (V-Triune: 2048).",
     )
+    micro_batch_size: int = Field(
+        64,
+        gt=0,
+        le=65536,
+        description="Sequences generated together; lower it when generation runs out of memory.",
+    )
     prompts_per_step: int = Field(
         1024,
         gt=0,
@@ -357,6 +363,11 @@ class AlgoConfig(Section):
     )
     micro_batch_size: int = Field(
         16, gt=0, description="Responses per forward/backward pass (gradient accumulation; V-Triune: 16)."
+    )
+    logprob_micro_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Responses per forward of the log-prob recompute (no backward: more fit); null: same.",
     )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip (V-Triune: 1.0).")
     max_nan_steps: int = Field(

@@ -153,6 +153,7 @@ def update_config(config: TrainConfig) -> UpdateConfig:
     return UpdateConfig(
         mini_batch_size=mini,
         micro_batch_size=algo.micro_batch_size,
+        logprob_micro_batch_size=algo.logprob_micro_batch_size,
         ppo_epochs=algo.ppo_epochs,
         clip_low=algo.clip_low,
         clip_high=algo.clip_high,

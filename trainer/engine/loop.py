@@ -143,7 +143,13 @@ def build_policy(config: TrainConfig, processor: ProcessorMixin) -> tuple[Policy
         in_process = InProcessPolicy(config)
         return in_process, in_process
     local = build_local_policy(config, processor, device_for_run())
-    return local, build_backend(config.rollout.backend, model=local.model, processor=processor)
+    backend = build_backend(
+        config.rollout.backend,
+        model=local.model,
+        processor=processor,
+        max_batch_size=config.rollout.micro_batch_size,
+    )
+    return local, backend
 
 
 def open_session(

@@ -116,7 +116,7 @@ def model_shape(model: torch.nn.Module) -> ModelShape:
     )
 
 
-def estimate_for(config: TrainConfig, shape: ModelShape, *, generated_together: int = 64) -> MemoryEstimate:
+def estimate_for(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:
     """The estimate of one worker of the run ``config``."""
     engine = config.engine
     return estimate_memory(
@@ -127,7 +127,7 @@ def estimate_for(config: TrainConfig, shape: ModelShape, *, generated_together: 
         micro_batch=config.algo.micro_batch_size,
         sequence=config.data.max_prompt_length + config.rollout.max_response_length,
         gradient_checkpointing=config.model.gradient_checkpointing,
-        generated_together=generated_together,
+        generated_together=config.rollout.micro_batch_size,
     )
 
 

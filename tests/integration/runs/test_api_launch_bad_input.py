@@ -77,10 +77,12 @@ def _post(client, body: dict):
 
 LR_KEYS = (
     "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
-    "grad_clip, kl, lr, max_nan_steps, micro_batch_size, mini_batch_size, ppo_epochs, warmup_ratio, "
-    "weight_decay"
+    "grad_clip, kl, logprob_micro_batch_size, lr, max_nan_steps, micro_batch_size, mini_batch_size, "
+    "ppo_epochs, warmup_ratio, weight_decay"
 )
-SECTIONS = "algo, checkpoint, data, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
+SECTIONS = (
+    "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking"
+)
 
 
 @pytest.mark.parametrize(
@@ -430,7 +432,7 @@ def test_a_malformed_tiny_model_is_refused(project, math, owner):
         {
             "config.model.path": [
                 "a tiny model is written tiny:<arch>:<size> with arch in qwen2_vl, qwen2_5_vl, qwen3_vl "
-                "and size in tiny, small; got 'tiny:llama:huge'"
+                "and size in tiny, small, 2b, 7b; got 'tiny:llama:huge'"
             ]
         },
         before=before,

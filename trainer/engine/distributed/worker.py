@@ -142,7 +142,12 @@ class PolicyWorker:
             lockstep=fsdp,
             world=self.world,
         )
-        self.backend = build_backend("hf", model=model, processor=self.processor)
+        self.backend = build_backend(
+            self.config.rollout.backend,
+            model=model,
+            processor=self.processor,
+            max_batch_size=self.config.rollout.micro_batch_size,
+        )
         return backend
 
     def generate(
