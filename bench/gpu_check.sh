@@ -13,9 +13,9 @@
 # Logs and the figures (bench-<size>.json, one table per size in its log) go to $OUT (default
 # /tmp/out). The whole check stays within GPU_CHECK_BUDGET_S seconds (default 330) of bench
 # time: a size gets the smaller of its own limit and what is left. Exit status: 0 when every
-# size ran, 1 otherwise. SIZES (default "tiny 2b 7b"), ARCH (default qwen2_vl), STEPS (3), PROMPTS (8), N (8) and
-# RESPONSE_LENGTH (128) change the workload; extra arguments go to every bench_gpu.py call
-# (for example --set engine.sharding=fsdp).
+# size ran, 1 otherwise. SIZES (default "tiny 2b 7b"), SIZE_LIMIT_S (default: each size's own),
+# ARCH (default qwen2_vl), STEPS (3), PROMPTS (8), N (8) and RESPONSE_LENGTH (128) change the
+# workload; extra arguments go to every bench_gpu.py call (for example --set engine.sharding=fsdp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -90,7 +90,7 @@ run_size() {  # run_size SIZE LIMIT_S [bench_gpu.py arguments...]
 
 declare -A LIMIT_S=([tiny]=60 [small]=60 [2b]=100 [7b]=170)
 for size in ${SIZES:-tiny 2b 7b}; do
-    run_size "$size" "${LIMIT_S[$size]:-100}" "$@"
+    run_size "$size" "${SIZE_LIMIT_S:-${LIMIT_S[$size]:-100}}" "$@"
 done
 
 echo "== done in $(($(date +%s) - started)) s; logs and figures in $OUT"
