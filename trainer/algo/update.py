@@ -100,9 +100,14 @@ class UpdateConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
+# Where a model whose parameters rest elsewhere computes (FSDP with CPU offload): an attribute
+# the sharding sets on the model; inputs go there.
+COMPUTE_DEVICE = "compute_device"
+
+
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     param = next(model.parameters())
-    return param.device, param.dtype
+    return getattr(model, COMPUTE_DEVICE, None) or param.device, param.dtype
 
 
 def _chunks(indices: Sequence[int], size: int) -> list[list[int]]:

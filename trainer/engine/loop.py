@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers.processing_utils import ProcessorMixin
 
 from trainer.checkpoint import (
@@ -110,6 +111,16 @@ def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> lis
             Problem(
                 "rollout.backend",
                 f"{config.rollout.backend!r} is not available here; known: {', '.join(backend_names())}",
+            )
+        )
+    engine = config.engine
+    gpus = engine.gpus_per_worker > 0 if engine.kind == "ray" else torch.cuda.is_available()
+    if engine.offload and not gpus:
+        problems.append(
+            Problem(
+                "engine.offload",
+                "keeps parameters and optimizer states in CPU memory while a GPU computes, and this run has "
+                "no GPU (engine.gpus_per_worker is 0, or this machine has none); leave it off",
             )
         )
     http = config.tracking.http

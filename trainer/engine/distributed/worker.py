@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from trainer.algo import Shard, UpdateConfig, UpdateTotals, token_logprobs, update_policy_shard
 from trainer.algo.logprobs import SHARDED_LOGPROBS
+from trainer.algo.update import COMPUTE_DEVICE
 from trainer.checkpoint import POLICY_DIR, model_signature
 from trainer.config import TrainConfig
 from trainer.engine.build import (
@@ -135,6 +136,7 @@ class PolicyWorker:
         self.ref_model = reference_model(model, self.config)
         fsdp = engine.sharding == "fsdp"
         self.units = shard_with_fsdp(model, offload=engine.offload) if fsdp else []
+        setattr(model, COMPUTE_DEVICE, self.device)  # with offload, the parameters rest in CPU memory
         self.model = model
         self.optimizer, self.scheduler = build_optimizer(model, self.config)  # type: ignore[arg-type]
         self.collective = TorchCollective(
