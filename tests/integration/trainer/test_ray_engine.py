@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
 from tests.integration.trainer.conftest import small_config
 from tests.integration.trainer.ray_probe import ADVANTAGES, LENGTHS, UPDATE
 from tests.unit.trainer.algo.conftest import make_rollouts
+from trainer.checkpoint import latest_complete
 from trainer.config import TrainConfig
 from trainer.engine.build import build_local_policy, build_processor_for
 
@@ -158,3 +161,82 @@ def test_the_train_command_trains_on_two_workers_and_resumes_on_one(
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resumed from {checkpoint} at step 2" in second.stdout
     assert _steps(out) == [1, 2, 3]
+
+
+def _policy_workers() -> list[psutil.Process]:
+    """The processes of the Ray actors holding the policy (their title names the class)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any("PolicyWorker" in part for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_a_worker_killed_mid_run_stops_the_run_and_the_last_checkpoint_resumes(
+    ray_head, synth_dir, tmp_path, write_config
+) -> None:
+    engine = {"kind": "ray", "workers": 2, "timeout_s": 120}
+    config = write_config(
+        synth_dir, engine=engine, total_steps=40, checkpoint={"every": 1}, reward={"workers": 1}
+    )
+    out = tmp_path / "out"
+    env = ray_head.head.environment() | {"RAY_ADDRESS": f"127.0.0.1:{ray_head.head.ports['gcs']}"}
+    command = [sys.executable, "-m", "trainer", "train", "--threads", "1", "--config", str(config)]
+    trainer = subprocess.Popen(
+        [*command, "--output-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "step_00000002" / "COMPLETE").exists():
+            assert trainer.poll() is None, trainer.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no second checkpoint within 300 s"
+            time.sleep(0.2)
+        workers = _policy_workers()
+        assert len(workers) == 2
+        workers[1].kill()
+        _, err = trainer.communicate(timeout=300)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    assert trainer.returncode == 1, err[-3000:]
+    assert "a training worker died" in err and "with --resume latest" in err
+    done = _steps(out)
+    last = latest_complete(out / "checkpoints")
+    assert last is not None and last.step >= 2 and done[-1] in (last.step, last.step + 1)
+
+    resumed = _train(
+        ray_head, "--config", str(config), "--output-dir", str(out), "--resume", "latest", cwd=ROOT
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {last.path} at step {last.step}" in resumed.stdout
+    assert _steps(out) == list(range(1, 41))
+
+
+def test_the_trainer_runs_as_a_ray_job_on_its_workers(ray_head, synth_dir, tmp_path, write_config) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    engine = {"kind": "ray", "workers": 2, "timeout_s": 120}
+    config = write_config(synth_dir, engine=engine, total_steps=2, reward={"workers": 1})
+    out = tmp_path / "job"
+    client = JobSubmissionClient(f"http://127.0.0.1:{ray_head.dashboard_port}", headers=ray_head.headers)
+    job = client.submit_job(
+        entrypoint=f"python -m trainer train --threads 1 --config {config} --output-dir {out}",
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
+    deadline = time.monotonic() + 300
+    while (status := client.get_job_status(job)) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
+        assert time.monotonic() < deadline, "the job did not finish within 300 s"
+        time.sleep(0.5)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "train: finished 2 step(s)" in logs
+    assert _steps(out) == [1, 2]

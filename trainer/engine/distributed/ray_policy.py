@@ -26,6 +26,9 @@ from trainer.engine.distributed.split import split_evenly, worker_seed
 from trainer.engine.errors import EngineFailure, PreflightError, Problem
 from trainer.rollout import Rollout, RolloutPrompt
 
+# Set in every worker before it imports anything: no hub access, no tokenizer threads.
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
 
 def needed_resources(config: TrainConfig) -> dict[str, float]:
     """CPUs and GPUs the workers reserve together.
@@ -64,16 +67,12 @@ def connect(config: TrainConfig) -> None:
     if ray.is_initialized():
         return
     address = config.engine.address or os.environ.get("RAY_ADDRESS")
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        # Inside a Ray job the job's runtime env applies; a driver's own would conflict with it.
+        ray.init(address=address, log_to_driver=True)
     else:
         need = needed_resources(config)
-        ray.init(
-            num_cpus=max(1, int(need["CPU"] + 0.999)),
-            include_dashboard=False,
-            runtime_env={"env_vars": env},
-        )
+        ray.init(num_cpus=max(1, int(need["CPU"] + 0.999)), include_dashboard=False)
 
 
 class RayPolicy:
@@ -239,6 +238,7 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
     payload = config.model_dump(mode="json")
     actors = [
         remote.options(
+            runtime_env={"env_vars": WORKER_ENV},
             num_cpus=engine.cpus_per_worker,
             num_gpus=engine.gpus_per_worker,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
