@@ -67,7 +67,7 @@ from trainer.engine.state import TrainState
 from trainer.engine.step import StepResult, train_step
 from trainer.engine.stop import StopRequest
 from trainer.monitor import Metrics
-from trainer.rollout import RolloutBackend, backend_names, build_backend
+from trainer.rollout import RolloutBackend, backend_names, build_backend, vllm_importable, vllm_problems
 from trainer.tracking import ConsoleSink, MultiSink, build_tracker
 
 # Steps whose detection responses are pooled for the box-frame check before it gives up.
@@ -106,6 +106,8 @@ class Session:
 def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> list[Problem]:
     """Registry names and secrets the run needs, checked before anything starts."""
     problems = []
+    engine = config.engine
+    gpus = engine.gpus_per_worker > 0 if engine.kind == "ray" else torch.cuda.is_available()
     if config.rollout.backend not in backend_names():
         problems.append(
             Problem(
@@ -113,8 +115,13 @@ def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> lis
                 f"{config.rollout.backend!r} is not available here; known: {', '.join(backend_names())}",
             )
         )
-    engine = config.engine
-    gpus = engine.gpus_per_worker > 0 if engine.kind == "ray" else torch.cuda.is_available()
+    elif config.rollout.backend == "vllm":
+        # Ray workers have an environment of their own: there, their backend refuses the same way.
+        importable = vllm_importable() if engine.kind == "local" else True
+        problems += [
+            Problem("rollout.backend", reason)
+            for reason in vllm_problems(cuda_available=gpus, importable=importable)
+        ]
     if engine.offload and not gpus:
         problems.append(
             Problem(

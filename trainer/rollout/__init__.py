@@ -1,7 +1,7 @@
 """Rollout: sampling responses from the policy.
 
 :class:`RolloutBackend` is the interface, :func:`build_backend` builds one by
-name ("hf" here; a GPU engine registers itself the same way), and
+name ("hf"; "vllm" on a GPU, which imports vLLM only when built), and
 :func:`collate` turns rollouts into a padded batch for the log-prob forward.
 """
 
@@ -10,6 +10,7 @@ from trainer.rollout.hf import HFRolloutBackend
 from trainer.rollout.prompts import encode_prompt, replace_tokens, to_chat_items
 from trainer.rollout.registry import RolloutBackend, backend_names, build_backend, register_backend
 from trainer.rollout.types import PromptInputs, Rollout, RolloutPrompt
+from trainer.rollout.vllm_backend import VLLMRolloutBackend, vllm_importable, vllm_problems
 
 __all__ = [
     "HFRolloutBackend",
@@ -18,6 +19,7 @@ __all__ = [
     "RolloutBackend",
     "RolloutBatch",
     "RolloutPrompt",
+    "VLLMRolloutBackend",
     "backend_names",
     "build_backend",
     "collate",
@@ -25,4 +27,6 @@ __all__ = [
     "register_backend",
     "replace_tokens",
     "to_chat_items",
+    "vllm_importable",
+    "vllm_problems",
 ]

@@ -47,7 +47,7 @@ from trainer.rollout.types import PromptInputs, Rollout, RolloutPrompt
 SUPPRESS_BIAS = -100.0
 
 NO_GPU = "vllm needs a CUDA GPU; this machine has none: use rollout.backend hf"
-NOT_INSTALLED = "vllm is not installed: install the [gpu] extra or see docs/vllm.md"
+NOT_INSTALLED = "vllm is not installed: it runs in an environment of its own (docs/vllm.md)"
 
 
 def vllm_problems(*, cuda_available: bool, importable: bool) -> list[str]:

@@ -52,7 +52,14 @@ def test_setup_problems() -> None:
     ("overrides", "environ", "expected"),
     [
         ([], {}, []),
-        (["rollout.backend=vllm"], {}, ["rollout.backend: 'vllm' is not available here; known: hf"]),
+        (
+            ["rollout.backend=vllm"],
+            {},
+            [
+                "rollout.backend: vllm needs a CUDA GPU; this machine has none: use rollout.backend hf",
+                "rollout.backend: vllm is not installed: it runs in an environment of its own (docs/vllm.md)",
+            ],
+        ),
         (
             ["tracking.http={url: 'http://h:1', run_id: r}"],
             {"TRIUNE_RUN_TOKEN": ""},
@@ -66,7 +73,9 @@ def test_setup_problems() -> None:
         ),
     ],
 )
-def test_environment_problems(overrides, environ, expected) -> None:
+def test_environment_problems(overrides, environ, expected, monkeypatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the same verdicts on a GPU machine
+    monkeypatch.setattr("trainer.engine.loop.vllm_importable", lambda: False)
     assert [str(p) for p in environment_problems(config(*overrides), environ)] == expected
 
 

@@ -20,8 +20,8 @@ def test_hf_is_registered_and_satisfies_the_interface(tiny):
 
 
 def test_unknown_backend_lists_known_ones():
-    with pytest.raises(ValueError, match=r"^unknown rollout backend 'vllm'; known: hf$"):
-        build_backend("vllm")
+    with pytest.raises(ValueError, match=r"^unknown rollout backend 'sglang'; known: hf, vllm$"):
+        build_backend("sglang")
 
 
 def test_register_new_backend_and_refuse_a_second_registration(monkeypatch):
@@ -35,7 +35,7 @@ def test_register_new_backend_and_refuse_a_second_registration(monkeypatch):
         def generate(self, prompts, *, n, max_new_tokens, temperature=1.0, greedy=False, seed=None):
             return []
 
-    assert backend_names() == ["echo", "hf"]
+    assert backend_names() == ["echo", "hf", "vllm"]
     assert build_backend("echo", reply="x").reply == "x"
     with pytest.raises(ValueError, match=r"^rollout backend 'echo' is already registered$"):
         register_backend("echo")(Echo)

@@ -14,22 +14,16 @@ import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
-from unittest import mock
 
 import pytest
 import torch
 
-from trainer.rollout import RolloutPrompt, registry
+from trainer.rollout import RolloutPrompt, registry, vllm_backend
 from trainer.rollout.prompts import encode_prompt
 
-# Registering "vllm" stays out of the shared table for the other tests' sake, as long as
-# trainer/rollout/__init__.py does not import the module itself.
-with mock.patch.dict(registry._BACKENDS):
-    from trainer.rollout import vllm_backend
+from .conftest import image_prompt
 
-    REGISTERED = dict(registry._BACKENDS)
-
-from .conftest import image_prompt  # noqa: E402
+REGISTERED = dict(registry._BACKENDS)
 
 EOS = 2  # <|im_end|> of the tiny tokenizer
 IMAGE_PAD = 5  # <|image_pad|>
@@ -84,13 +78,13 @@ def test_registered_as_vllm():
     [
         (True, True, []),
         (False, True, ["vllm needs a CUDA GPU; this machine has none: use rollout.backend hf"]),
-        (True, False, ["vllm is not installed: install the [gpu] extra or see docs/vllm.md"]),
+        (True, False, ["vllm is not installed: it runs in an environment of its own (docs/vllm.md)"]),
         (
             False,
             False,
             [
                 "vllm needs a CUDA GPU; this machine has none: use rollout.backend hf",
-                "vllm is not installed: install the [gpu] extra or see docs/vllm.md",
+                "vllm is not installed: it runs in an environment of its own (docs/vllm.md)",
             ],
         ),
     ],
@@ -106,7 +100,7 @@ def test_the_backend_refuses_to_start_here_before_importing_vllm(tiny, monkeypat
     message = (
         "rollout backend 'vllm' cannot start: "
         "vllm needs a CUDA GPU; this machine has none: use rollout.backend hf; "
-        "vllm is not installed: install the [gpu] extra or see docs/vllm.md"
+        "vllm is not installed: it runs in an environment of its own (docs/vllm.md)"
     )
     with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         vllm_backend.VLLMRolloutBackend(model, processor)
