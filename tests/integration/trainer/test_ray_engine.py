@@ -240,3 +240,27 @@ def test_the_trainer_runs_as_a_ray_job_on_its_workers(ray_head, synth_dir, tmp_p
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert "train: finished 2 step(s)" in logs
     assert _steps(out) == [1, 2]
+
+
+def test_workers_that_cannot_be_placed_beside_the_entrypoint_say_what_is_free(
+    ray_head, synth_dir, tmp_path, write_config
+) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # the entrypoint holds 1 of the head's 2 CPUs: 2 workers of 1 CPU fit the cluster, not what is free
+    engine = {"kind": "ray", "workers": 2, "timeout_s": 5}
+    config = write_config(synth_dir, engine=engine, total_steps=2, reward={"workers": 1})
+    client = JobSubmissionClient(f"http://127.0.0.1:{ray_head.dashboard_port}", headers=ray_head.headers)
+    job = client.submit_job(
+        entrypoint=f"python -m trainer train --threads 1 --config {config} --output-dir {tmp_path / 'out'}",
+        entrypoint_num_cpus=1,
+    )
+    deadline = time.monotonic() + 300
+    finished = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+    while (status := client.get_job_status(job)) not in finished:
+        assert time.monotonic() < deadline, "the job did not finish within 300 s"
+        time.sleep(0.5)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.FAILED, logs[-3000:]
+    assert "2 workers could not be placed within 5 s: 1 of the 2 CPU needed free" in logs, logs[-3000:]
+    assert "lower engine.cpus_per_worker or engine.workers" in logs

@@ -225,11 +225,19 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
         ray.get(placement.ready(), timeout=engine.timeout_s)
     except Exception:
         remove_placement_group(placement)
+        free = ray.available_resources()
+        held = ", ".join(
+            f"{free.get(name, 0.0):g} of the {need:g} {name} needed free"
+            for name, need in needed_resources(config).items()
+            if need
+        )
         raise PreflightError(
             [
                 Problem(
                     "engine.workers",
-                    f"{engine.workers} workers could not be placed within {engine.timeout_s:g} s",
+                    f"{engine.workers} workers could not be placed within {engine.timeout_s:g} s: {held} "
+                    "(other jobs, or this job's own entrypoint, hold the rest); lower "
+                    "engine.cpus_per_worker or engine.workers",
                 )
             ],
             "cannot place the training workers",
