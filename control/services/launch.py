@@ -224,6 +224,14 @@ def _summary(fields: dict[str, list[str]]) -> str:
     return "the run cannot be launched: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def _training_workers(config) -> dict[str, float]:
+    """CPUs and GPUs the run's training workers reserve besides its entrypoint (engine.kind ray)."""
+    engine = config.engine
+    if engine.kind != "ray":
+        return {"CPU": 0.0, "GPU": 0.0}
+    return {"CPU": engine.workers * engine.cpus_per_worker, "GPU": engine.workers * engine.gpus_per_worker}
+
+
 def run_launch_check(run: Run):
     """Every launch-time check of ``run``; returns (config, target) or raises LaunchError."""
     from trainer.config import ConfigError, build_run_spec
@@ -244,13 +252,24 @@ def run_launch_check(run: Run):
                     "> 0 to hold out train rows, or choose sources with a test split"
                 )
     offered = target_offers(target)
+    workers = _training_workers(config)
     for resource, asked in (("CPU", run.num_cpus), ("GPU", run.num_gpus)):
         have = offered.get(resource)
-        if have is not None and asked > have:
-            field = "num_gpus" if resource == "GPU" else "num_cpus"
+        if have is None:
+            continue
+        field = "num_gpus" if resource == "GPU" else "num_cpus"
+        if asked > have:
             fields[field] = [
                 f"the run asks for {asked:g} {resource}(s) but compute target {target.name!r} offers "
                 f"{have:g}; set {field} to at most {have:g} or choose a compute target that offers more"
+            ]
+        elif asked + workers[resource] > have:
+            per = "cpus_per_worker" if resource == "CPU" else "gpus_per_worker"
+            fields["config.engine.workers"] = [
+                f"the run's entrypoint holds {asked:g} {resource}(s) and its {config.engine.workers} "
+                f"training workers {workers[resource]:g}, {asked + workers[resource]:g} in all, but compute "
+                f"target {target.name!r} offers {have:g}; lower {field}, config.engine.workers or "
+                f"config.engine.{per}"
             ]
     fields.update(_config_problems_to_fields(_model_path_problems(config, target)))
     if fields:

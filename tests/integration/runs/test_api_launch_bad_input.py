@@ -364,6 +364,27 @@ def test_more_cpus_than_the_local_target_offers_is_refused(project, math, owner,
     )
 
 
+def test_training_workers_that_do_not_fit_beside_the_entrypoint_are_refused(project, math, owner, settings):
+    settings.TRIUNE_RAY_CPUS = 2.0
+    before = _runs()
+    engine = {"kind": "ray", "workers": 2, "cpus_per_worker": 1}
+    response = _post(owner, _body(project, math, num_cpus=1, config={"engine": engine}))
+    assert_refused(
+        response,
+        {
+            "config.engine.workers": [
+                "the run's entrypoint holds 1 CPU(s) and its 2 training workers 2, 3 in all, but compute "
+                "target 'local' offers 2; lower num_cpus, config.engine.workers or "
+                "config.engine.cpus_per_worker"
+            ]
+        },
+        before=before,
+    )
+    engine["cpus_per_worker"] = 0.5
+    response = _post(owner, _body(project, math, num_cpus=1, config={"engine": engine}))
+    assert response.status_code == 201, response.content
+
+
 def test_an_unknown_compute_target_is_refused(project, math, owner):
     before = _runs()
     response = _post(owner, _body(project, math, compute_target="moon-cluster"))
