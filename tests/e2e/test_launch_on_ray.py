@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PASSWORD = "pw-for-tests-123"
 SCREENSHOTS = ROOT / "var" / "screenshots"
 WAIT_S = 240
-STEPS = 6
+STEPS = 30  # long enough for the page to draw the chart before the run ends, on a loaded machine
 # Small enough that a step takes well under a second on one core.
 ADVANCED = """\
 rollout:
@@ -161,7 +161,7 @@ def test_a_run_launched_from_the_form_trains_on_ray_and_its_charts_grow_live(pag
     checkpoints = page.locator("#artifacts tbody tr", has_text="checkpoint")
     checkpoints.first.wait_for(timeout=30_000)
     steps = checkpoints.locator("td:nth-child(2)").all_inner_texts()
-    assert set(steps) == {"3", str(STEPS)}
+    assert set(steps) == {str(STEPS - 3), str(STEPS)}  # every 3 steps, the last two kept
     assert page.locator("#run-log").inner_text().strip()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "run-on-ray.png"), full_page=True)
