@@ -80,14 +80,19 @@ def compute_reward(
     total_steps: int = 1,
     image_size: tuple[int, int] | None = None,
     iou_schedule: Schedule | IoUSchedule = "dynamic",
+    problems: list[str] | None = None,
 ) -> dict[str, float]:
     """Score one response: ``accuracy_reward``, ``format_reward``, ``final_reward`` and the
     verifier's breakdown (every key ends in ``_reward``; every value is a finite float).
 
+    A ground truth math-verify cannot parse, or detection weights that are all 0, score
+    accuracy 0 with the format still scored (as V-Triune's reward server does); the reason is
+    appended to ``problems`` when given (the reward pool counts it in ``reward_errors``).
+
     ``image_size`` is the (width, height) of the image the model saw, needed only by detection
     samples with ``det_verifier_normalized``. ``step``/``total_steps`` drive the IoU schedule.
     Raises :class:`RewardModelError` for a reward_model that cannot be scored (unknown verifier,
-    ratio out of range, a ground truth that does not parse) and ``ValueError``/``TypeError``
+    ratio out of range, a malformed detection ground truth) and ``ValueError``/``TypeError``
     for bad arguments. Hostile input can make math-verify run for minutes: score untrusted
     responses through :class:`trainer.rewards.RewardPool`, which has a time limit.
 
@@ -107,6 +112,8 @@ def compute_reward(
     context.schedule.threshold(step, total_steps)  # checks step and total_steps
     accuracy_ratio, format_ratio = reward_ratios(reward_model)
     scores = verifier.score(response, reward_model, context)
+    if problems is not None:
+        problems += context.problems
     # In reward_keys() order; final_reward (not the verifier's) is filled in place below.
     rewards = {key: 0.0 if key == "final_reward" else float(scores[key]) for key in verifier.reward_keys()}
     rewards["final_reward"] = combine(

@@ -115,8 +115,12 @@ class DetectionParams:
     ratios: Mapping[str, float]  # det_reward_ratio, every RATIO_KEYS key present
 
 
-def detection_params(reward_model: Mapping[str, Any], parm: Mapping[str, Any]) -> DetectionParams:
+def detection_params(
+    reward_model: Mapping[str, Any], parm: Mapping[str, Any], *, require_weight: bool = True
+) -> DetectionParams:
     """Read and check ``verifier_parm`` (``det_verifier_normalized``, ``det_reward_ratio``).
+
+    ``require_weight`` refuses weights that are all 0 (uploads do; scoring gives accuracy 0).
 
     Checked once per distinct content: every sample of a source usually carries the same
     ``verifier_parm``. The cache key holds each value's type, so that ``True`` is not taken
@@ -127,19 +131,21 @@ def detection_params(reward_model: Mapping[str, Any], parm: Mapping[str, Any]) -
     if (normalized is None or normalized.__class__ is bool) and (given is None or given.__class__ is dict):
         key = (normalized, None if given is None else tuple((k, v.__class__, v) for k, v in given.items()))
         try:
-            return _cached_params(key)
+            return _cached_params(key, require_weight)
         except TypeError:  # an unhashable value: the check below says what is wrong with it
             pass
-    return _check_params(normalized, given)
+    return _check_params(normalized, given, require_weight)
 
 
 @lru_cache(maxsize=1024)
-def _cached_params(key: tuple[bool | None, tuple[tuple[Any, type, Any], ...] | None]) -> DetectionParams:
+def _cached_params(
+    key: tuple[bool | None, tuple[tuple[Any, type, Any], ...] | None], require_weight: bool
+) -> DetectionParams:
     normalized, items = key
-    return _check_params(normalized, None if items is None else {k: v for k, _, v in items})
+    return _check_params(normalized, None if items is None else {k: v for k, _, v in items}, require_weight)
 
 
-def _check_params(normalized: Any, given: Any) -> DetectionParams:
+def _check_params(normalized: Any, given: Any, require_weight: bool) -> DetectionParams:
     if normalized is None:
         normalized = False
     if not isinstance(normalized, bool):
@@ -165,7 +171,7 @@ def _check_params(normalized: Any, given: Any) -> DetectionParams:
         key: ratio(given, key, 0.0, f"reward_model.verifier_parm.det_reward_ratio.{key}")
         for key in RATIO_KEYS
     }
-    if sum(ratios[key] for key in WEIGHT_KEYS) <= 0.0:
+    if require_weight and sum(ratios[key] for key in WEIGHT_KEYS) <= 0.0:
         raise RewardModelError(
             "reward_model.verifier_parm.det_reward_ratio",
             f"det_reward_ratio must give a positive weight to at least one of {', '.join(WEIGHT_KEYS)}",
@@ -359,7 +365,8 @@ class DetectionVerifier(Verifier):
     def score(
         self, response: str, reward_model: Mapping[str, Any], context: ScoreContext
     ) -> dict[str, float]:
-        params = detection_params(reward_model, self.check_parm_keys(reward_model))
+        # weights all 0: accuracy 0 and the format still scored, as the reference does
+        params = detection_params(reward_model, self.check_parm_keys(reward_model), require_weight=False)
         gt = ground_truth_boxes(reward_model)
         pred = extract_boxes(response)
         fmt = detection_format(response, pred)

@@ -291,10 +291,13 @@ class MathVerifyVerifier(Verifier):
         self, response: str, reward_model: Mapping[str, Any], context: ScoreContext
     ) -> dict[str, float]:
         self.check_parm_keys(reward_model)
-        return {
-            "accuracy_reward": math_accuracy(response, ground_truth(reward_model)),
-            "format_reward": four_tag_format(response),
-        }
+        gold = ground_truth(reward_model)  # not a string: refused
+        try:
+            accuracy = math_accuracy(response, gold)
+        except RewardModelError as exc:  # it does not parse: accuracy 0, the format still scored
+            context.problems.append(f"{exc.field}: {exc.message}")
+            accuracy = 0.0
+        return {"accuracy_reward": accuracy, "format_reward": four_tag_format(response)}
 
     def validate(self, reward_model: Mapping[str, Any]) -> None:
         self.check_parm_keys(reward_model)

@@ -36,6 +36,9 @@ class ScoreContext:
     total_steps: int = 1  # steps of the whole run (step/total_steps drives the IoU schedule)
     image_size: tuple[int, int] | None = None  # (width, height) the model saw, for normalised boxes
     schedule: IoUSchedule = field(default_factory=IoUSchedule)  # detection IoU threshold schedule
+    # What a verifier scored around (a ground truth it cannot read: accuracy 0, format still
+    # scored, as V-Triune's reward server does); counted as the request's error.
+    problems: list[str] = field(default_factory=list)
 
 
 class Verifier(ABC):

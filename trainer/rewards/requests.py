@@ -75,6 +75,7 @@ def score_request(request: RewardRequest) -> RewardResult:
 
     No time limit here: use :class:`trainer.rewards.RewardPool` for untrusted responses.
     """
+    problems: list[str] = []
     try:
         rewards = compute_reward(
             request.response,
@@ -83,10 +84,12 @@ def score_request(request: RewardRequest) -> RewardResult:
             total_steps=request.total_steps,
             image_size=request.image_size,
             iou_schedule=request.iou_schedule,
+            problems=problems,
         )
     except Exception as exc:  # every failure is a scored 0, never a crash of the batch
         return zero_result(request, error_text(exc))
-    return RewardResult(rewards)
+    # a ground truth the verifier scored around: the defined reward, counted as an error
+    return RewardResult(rewards, f"error: {problems[0]}"[:MAX_ERROR_CHARS] if problems else None)
 
 
 def count_errors(

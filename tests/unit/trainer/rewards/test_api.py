@@ -279,3 +279,36 @@ def test_a_non_finite_reward_is_an_error():
             compute_reward("x", {"verifier": "nan_scorer", "ground_truth": "1"})
     finally:
         unregister_verifier("nan_scorer")
+
+
+def test_a_ground_truth_math_verify_cannot_parse_scores_accuracy_0_and_the_format() -> None:
+    """As V-Triune's reward server: the defined reward, the reason reported (uploads refuse such rows)."""
+    from trainer.rewards import RewardRequest, count_errors, score_request
+
+    response = "<think>\nok\n</think>\n<answer>\n\\boxed{2}\n</answer>"
+    broken = {"verifier": "mathverify", "ground_truth": "\\boxed{\\frac{", "format_ratio": 0.5}
+    problems: list[str] = []
+    rewards = compute_reward(response, broken, problems=problems)
+    assert rewards["accuracy_reward"] == 0.0 and rewards["format_reward"] == 1.0
+    assert rewards["final_reward"] == pytest.approx(0.5 / 1.5)  # (0 · 1 + 1 · 0.5) / (1 + 0.5)
+    assert problems and problems[0].startswith("reward_model.ground_truth: ground truth does not parse")
+    with pytest.raises(RewardModelError, match="cannot parse the ground truth"):
+        validate_reward_model(broken)  # an upload still refuses the row
+    request = RewardRequest(response, broken, data_source="s")
+    result = score_request(request)
+    assert result.rewards["format_reward"] == 1.0 and result.error.startswith(
+        "error: reward_model.ground_truth"
+    )
+    assert count_errors([request], [result])["s"].reward_errors == 1
+    # a ground truth of the wrong type is still an error of the whole request
+    with pytest.raises(RewardModelError, match="ground_truth must be a string"):
+        compute_reward(response, {"verifier": "mathverify", "ground_truth": 4})
+
+
+def test_detection_weights_all_0_score_accuracy_0_and_the_format() -> None:
+    zero = {k: 0.0 for k in ("iou_max_iou_first", "iou_max_label_first", "map", "map50", "map75")}
+    model = dict(DET, verifier_parm={"det_reward_ratio": zero})
+    problems: list[str] = []
+    rewards = compute_reward("<answer>\n[]\n</answer>", model, problems=problems)
+    assert rewards["accuracy_reward"] == 0.0 and problems == []
+    assert set(rewards) >= {"format_reward", "final_reward"}

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from trainer.rewards import DETECTION_KEYS, DETECTION_METRIC_KEYS, RewardModelError, compute_reward
+from trainer.rewards import (
+    DETECTION_KEYS,
+    DETECTION_METRIC_KEYS,
+    RewardModelError,
+    compute_reward,
+    validate_reward_model,
+)
 
 from . import reference
 
@@ -304,9 +310,10 @@ def test_detection_params_are_cached_by_content_and_type():
     with pytest.raises(RewardModelError, match="iou_max_label_first must be a number in"):
         compute_reward(answer([DOG]), model([DOG], {**ratios, "iou_max_label_first": True}))
     # a ratio dict changed in place is read again
-    ratios["iou_max_label_first"] = 0.0
+    ratios["iou_max_label_first"] = 0.0  # every weight 0: uploads refuse it, scoring gives accuracy 0
     with pytest.raises(RewardModelError, match="positive weight"):
-        compute_reward(answer([DOG]), model([DOG], ratios))
+        validate_reward_model(model([DOG], ratios))
+    assert compute_reward(answer([DOG]), model([DOG], ratios))["accuracy_reward"] == 0.0
     # unhashable values are checked without the cache
     with pytest.raises(RewardModelError, match=r"map must be a number in \[0, 1\], got \[1\]"):
         compute_reward(answer([DOG]), model([DOG], {**LABEL_FIRST, "map": [1]}))

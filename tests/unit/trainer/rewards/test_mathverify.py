@@ -125,9 +125,12 @@ def test_works_in_a_worker_thread():
 
 
 def test_unparseable_ground_truth():
-    with pytest.raises(RewardModelError) as info:
-        compute_reward("\\boxed{1}", {"verifier": "mathverify", "ground_truth": "\\boxed{}"})
-    assert info.value.field == "reward_model.ground_truth"
+    problems: list[str] = []
+    rewards = compute_reward(
+        "\\boxed{1}", {"verifier": "mathverify", "ground_truth": "\\boxed{}"}, problems=problems
+    )
+    assert rewards["accuracy_reward"] == 0.0
+    assert problems[0].startswith("reward_model.ground_truth: ")
     with pytest.raises(RewardModelError):
         validate_reward_model({"verifier": "mathverify", "ground_truth": "\\boxed{}"})
 
