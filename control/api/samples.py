@@ -93,8 +93,8 @@ class SampleImageApi(ProjectApi):
 
 class ScoreInput(StrictSerializer):
     response = serializers.CharField(max_length=100_000, allow_blank=True, trim_whitespace=False)
-    step = serializers.IntegerField(min_value=0, default=0)
-    total_steps = serializers.IntegerField(min_value=1, default=1)
+    step = serializers.IntegerField(min_value=0, max_value=10_000_000, default=0)
+    total_steps = serializers.IntegerField(min_value=1, max_value=10_000_000, default=1)
 
 
 class SampleScoreApi(ProjectApi):

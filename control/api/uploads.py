@@ -30,7 +30,8 @@ from control.services.datasets import (
     upload_path,
 )
 
-CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+# At most 19 digits a number (below 2**63): a longer one is malformed, not a huge int to parse.
+CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
 
 class UploadOutput(serializers.ModelSerializer):

@@ -728,6 +728,8 @@ def test_a_missing_sample_is_404(index, world, owner):
         ({"response": "x" * 100_001}, "response"),
         ({"response": "x", "step": -1}, "step"),
         ({"response": "x", "total_steps": 0}, "total_steps"),
+        ({"response": "x", "total_steps": 10**309}, "total_steps"),
+        ({"response": "x", "step": 10**309}, "step"),
         ({"response": "x", "temperature": 1}, "temperature"),
         ({"response": ["x"]}, "response"),
     ],

@@ -109,6 +109,14 @@ def test_chunked_upload_resumes_and_commits(client_for, user, project, corpus):
         )
 
     assert put(0, half).json()["received"] == half
+    # A Content-Range whose numbers are thousands of digits long is malformed, not a crash.
+    huge = client.put(
+        url,
+        data[half:],
+        content_type="application/octet-stream",
+        HTTP_CONTENT_RANGE=f"bytes {half}-1/{'9' * 5000}",
+    )
+    assert huge.status_code == 400 and "Content-Range" in huge.json()["extra"]["fields"]
     # A chunk that skips ahead is refused with the offset to resume from.
     skipped = put(half + 10, len(data))
     assert skipped.status_code == 409
