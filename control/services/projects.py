@@ -27,6 +27,7 @@ def project_create(
     (control/services/alert_defaults.py) unless ``default_alerts`` is false."""
     if not name.strip():
         raise DomainError("name must not be blank", fields={"name": ["must not be blank"]})
+    _refuse_nul(name=name, description=description)
     project = Project.objects.create(
         name=name.strip(), slug=_unique_slug(name), description=description, created_by=user
     )
@@ -36,7 +37,16 @@ def project_create(
     return project
 
 
+def _refuse_nul(**texts: str | None) -> None:
+    """A NUL character cannot be stored in PostgreSQL text: refused, naming the field."""
+    for field, text in texts.items():
+        if text is not None and "\x00" in text:
+            message = f"{field} must not contain NUL characters"
+            raise DomainError(message, fields={field: ["must not contain NUL characters"]})
+
+
 def project_update(*, project: Project, name: str | None = None, description: str | None = None) -> Project:
+    _refuse_nul(name=name, description=description)
     if name is not None:
         if not name.strip():
             raise DomainError("name must not be blank", fields={"name": ["must not be blank"]})
