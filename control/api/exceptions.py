@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -32,6 +34,13 @@ def _fields(detail) -> dict:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):  # Django's answer would be its HTML 400 page
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = (
+            f"the request body is larger than the {limit} bytes a request may hold; send large files "
+            "through /api/v1/uploads/ in chunks"
+        )
+        return Response({"message": message, "code": "too_large", "extra": {"limit": limit}}, status=413)
     if isinstance(exc, DomainError):
         extra = {"fields": exc.fields} if exc.fields else {}
         return Response({"message": exc.message, "code": exc.code, "extra": extra}, status=exc.status)
