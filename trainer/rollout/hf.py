@@ -18,7 +18,7 @@ from transformers import GenerationConfig, PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from trainer.rollout.prompts import encode_prompt, plain_token_id, replace_tokens, vision_token_ids
-from trainer.rollout.registry import register_backend
+from trainer.rollout.registry import check_generate_args, register_backend
 from trainer.rollout.types import PromptInputs, Rollout, RolloutPrompt
 
 IM_END = "<|im_end|>"
@@ -111,14 +111,9 @@ class HFRolloutBackend:
         seed: int | None = None,
     ) -> list[Rollout]:
         """Sample ``n`` responses per prompt; see :meth:`RolloutBackend.generate`."""
-        if len(prompts) == 0:
-            raise ValueError("prompts is empty: nothing to generate")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not greedy and not temperature > 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        check_generate_args(
+            prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy
+        )
         encoded = [encode_prompt(self.processor, prompt) for prompt in prompts]
         jobs = [(index, encoded[index]) for index in range(len(prompts)) for _ in range(n)]
         config = GenerationConfig(

@@ -55,8 +55,8 @@ def count_images(messages: Sequence[dict[str, Any]]) -> int:
     )
 
 
-def encode_prompt(processor: ProcessorMixin, prompt: RolloutPrompt) -> PromptInputs:
-    """Chat-template and process one prompt (no padding)."""
+def chat_text(processor: ProcessorMixin, prompt: RolloutPrompt) -> str:
+    """The chat-templated text of one prompt, one image pad per image, the assistant turn opened."""
     if not isinstance(prompt, RolloutPrompt):
         raise TypeError(f"expected a RolloutPrompt, got {type(prompt).__name__}")
     messages = to_chat_items(prompt.messages)
@@ -65,7 +65,12 @@ def encode_prompt(processor: ProcessorMixin, prompt: RolloutPrompt) -> PromptInp
     markers = count_images(messages)
     if markers != len(prompt.images):
         raise ValueError(f"prompt has {markers} image marker(s) but {len(prompt.images)} image(s)")
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(processor: ProcessorMixin, prompt: RolloutPrompt) -> PromptInputs:
+    """Chat-template and process one prompt (no padding)."""
+    text = chat_text(processor, prompt)
     kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if prompt.images:
         kwargs["images"] = [list(prompt.images)]

@@ -32,6 +32,20 @@ class RolloutBackend(Protocol):
         ...
 
 
+def check_generate_args(
+    prompts: Sequence[RolloutPrompt], *, n: int, max_new_tokens: int, temperature: float, greedy: bool
+) -> None:
+    """Raise ValueError for arguments no backend can generate with."""
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: nothing to generate")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+
+
 B = TypeVar("B", bound=Callable[..., RolloutBackend])
 
 _BACKENDS: dict[str, Callable[..., RolloutBackend]] = {}

@@ -32,14 +32,13 @@ from transformers.processing_utils import ProcessorMixin
 
 from trainer.rollout.hf import IM_END
 from trainer.rollout.prompts import (
-    count_images,
+    chat_text,
     encode_prompt,
     plain_token_id,
     replace_tokens,
-    to_chat_items,
     vision_token_ids,
 )
-from trainer.rollout.registry import register_backend
+from trainer.rollout.registry import check_generate_args, register_backend
 from trainer.rollout.types import PromptInputs, Rollout, RolloutPrompt
 
 # vLLM's logit_bias is clamped to [-100, 100]; -100 makes a vision token's probability
@@ -135,14 +134,7 @@ def request_for(processor: ProcessorMixin, prompt: RolloutPrompt) -> dict[str, A
     The text has one ``<|image_pad|>`` per image, which vLLM's processor expands as
     :func:`~trainer.rollout.prompts.encode_prompt` does for the training inputs.
     """
-    messages = to_chat_items(prompt.messages)
-    if not messages:
-        raise ValueError("prompt has no messages")
-    markers = count_images(messages)
-    if markers != len(prompt.images):
-        raise ValueError(f"prompt has {markers} image marker(s) but {len(prompt.images)} image(s)")
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    request: dict[str, Any] = {"prompt": text}
+    request: dict[str, Any] = {"prompt": chat_text(processor, prompt)}
     if prompt.images:
         request["multi_modal_data"] = {"image": list(prompt.images)}
     return request
@@ -377,14 +369,9 @@ class VLLMRolloutBackend:
         seed: int | None = None,
     ) -> list[Rollout]:
         """Sample ``n`` responses per prompt; see :meth:`RolloutBackend.generate`."""
-        if len(prompts) == 0:
-            raise ValueError("prompts is empty: nothing to generate")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not greedy and not temperature > 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        check_generate_args(
+            prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy
+        )
         for index, prompt in enumerate(prompts):
             if len(prompt.images) > self.max_images_per_prompt:
                 raise ValueError(
