@@ -128,15 +128,23 @@ def load_model(
     return model, processor
 
 
-def save_model(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:
+def save_model(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    out_dir: str | Path,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write ``model`` and ``processor`` into ``out_dir`` as a directory :func:`load_model` reads.
+
+    ``state_dict`` gives the weights when the model holds only a shard of them (FSDP).
 
     The processor's parts are saved one by one so that the directory reads like a hub
     checkpoint (tokenizer files + preprocessor_config.json), not like our processor subclass.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state_dict)
     processor.tokenizer.save_pretrained(out)
     processor.image_processor.save_pretrained(out)
     return out

@@ -42,6 +42,7 @@ from trainer.engine.distributed.collective import TorchCollective, free_port, jo
 from trainer.engine.errors import PreflightError
 from trainer.engine.memory import fit_problems
 from trainer.engine.policy import OPTIMIZER_FILE, read_optimizer_state, read_policy_weights, step_schedule
+from trainer.models.loading import save_model
 from trainer.rollout import Rollout, RolloutPrompt, build_backend
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -212,11 +213,7 @@ class PolicyWorker:
         if self.rank != 0:
             return
         out = Path(directory)
-        policy = out / POLICY_DIR
-        policy.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(policy, state_dict=weights)  # type: ignore[operator]
-        self.processor.tokenizer.save_pretrained(policy)
-        self.processor.image_processor.save_pretrained(policy)
+        save_model(self.model, self.processor, out / POLICY_DIR, state_dict=weights)  # type: ignore[arg-type]
         torch.save({"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}, out / OPTIMIZER_FILE)
 
     def load(self, directory: str) -> None:
