@@ -364,7 +364,9 @@ def _make_puzzle(rng: random.Random, difficulty: Difficulty, size: int) -> Drawn
             label = str(values[i]) if i < panels else "?"
             _centered_text(draw, (x0 + width / 2, size / 2), label, int(width * 0.35))
         return Drawn(image, "The numbers follow a pattern. Which number replaces the '?'?", str(values[-1]))
-    start = rng.randint(1, 3) if len(difficulty.sequence_steps) > 1 else 1
+    # Three starts even at one step size: with a single start every easy answer was 4, which a
+    # warm-start memorises, leaving GRPO nothing to learn.
+    start = rng.randint(1, 3)
     step = rng.choice(difficulty.sequence_steps)
     counts = [start + step * i for i in range(panels + 1)]
     color = COLORS[rng.choice(("red", "blue", "green", "black"))]
