@@ -153,8 +153,17 @@ def _train(
     stop: StopRequest,
 ) -> int:
     from trainer.engine import EngineFailure, PreflightError, TrainingStopped, open_session, run_loop
+    from trainer.sft.warm_start import warm_started
 
     started = time.perf_counter()
+    try:
+        config = warm_started(config, sources, log=lambda line: print(line, flush=True))
+    except PreflightError as exc:
+        print(f"train: warm-start: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"train: warm-start failed: {exc}", file=sys.stderr)
+        return 1
     try:
         session = open_session(
             config, sources, resume=resume, resume_force=getattr(args, "resume_force", False)

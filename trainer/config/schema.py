@@ -430,6 +430,19 @@ class EvalConfig(Section):
     )
 
 
+class WarmStartConfig(Section):
+    """Supervised steps on the sources' ground truths that the run does itself before GRPO."""
+
+    steps: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Warm-start steps before the first GRPO step; 0 = none (start from model.path as is).",
+    )
+    lr: float = Field(2e-3, gt=0, le=1.0, description="AdamW learning rate of the warm-start.")
+    batch_size: int = Field(16, ge=1, le=65_536, description="Samples per warm-start step.")
+
+
 class CheckpointConfig(Section):
     """Periodic checkpoints of model, optimiser, scheduler, RNG and data position."""
 
@@ -524,6 +537,7 @@ class TrainConfig(Section):
     algo: AlgoConfig = Field(default_factory=AlgoConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

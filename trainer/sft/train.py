@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -170,11 +171,13 @@ def run_sft(
     *,
     out_dir: str | Path,
     log: Callable[[str], None] = print,
+    record: Mapping[str, Any] | None = None,
 ) -> SFTSummary:
     """Warm-start ``config.model`` on the training rows of ``sources``; write a HF model to ``out_dir``.
 
     The written directory is usable as ``model.path`` of a GRPO run. Frozen groups
-    (``model.freeze``) stay frozen.
+    (``model.freeze``) stay frozen. ``record`` is written beside the options and the summary in
+    the directory's ``sft_summary.json``, atomically with the model.
     """
     started = time.perf_counter()
     data = load_sources(sources, test_fraction=config.data.test_fraction, seed=config.seed)
@@ -219,6 +222,7 @@ def run_sft(
     summary.seconds = time.perf_counter() - started
     with atomic_directory(out_dir) as tmp:
         write_policy(model, processor, tmp)
-        record = {"options": asdict(options), "summary": asdict(summary) | {"out_dir": str(out_dir)}}
-        (tmp / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        written = {"options": asdict(options), "summary": asdict(summary) | {"out_dir": str(out_dir)}}
+        written |= dict(record or {})
+        (tmp / SUMMARY_FILE).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     return summary
