@@ -45,9 +45,8 @@ def data_root() -> Path:
     """Local root of dataset storage (STORAGE_URL must be a file:// URL for local ingest)."""
     url = settings.STORAGE_URL
     if not url.startswith("file://"):
-        raise DomainError(
-            f"STORAGE_URL {url!r} is not a local directory; only file:// storage ingests uploads"
-        )
+        logger.error("STORAGE_URL %r is not a local directory; only file:// storage ingests uploads", url)
+        raise DomainError("the server's dataset storage is not a local directory; ask its administrator")
     return Path(url[len("file://") :])
 
 
@@ -131,6 +130,7 @@ class VersionOutcome:
 
 
 def _dataset_for(project: Project, name: str, user: AbstractBaseUser, description: str) -> Dataset:
+    """The project's dataset ``name``, created now; called only once a version is about to be committed."""
     try:
         with transaction.atomic():
             dataset, _ = Dataset.objects.get_or_create(
@@ -169,12 +169,14 @@ def dataset_version_create(
     if len(set(names)) != len(names):
         raise DomainError("two files have the same name; give every file a distinct name")
     digest = content_hash(files)
-    dataset = _dataset_for(project, name.strip(), user, description)
-    existing = DatasetVersion.objects.filter(dataset=dataset, content_hash=digest).first()
+    name = name.strip()
+    # The dataset itself is created only with its first version: a refused upload leaves nothing.
+    existing = DatasetVersion.objects.filter(
+        dataset__project=project, dataset__name=name, content_hash=digest
+    ).first()
     if existing is not None:
         return VersionOutcome(existing, created=False)
 
-    root = data_root() / "datasets" / str(project.pk) / str(dataset.pk)
     staging = data_root() / "staging" / uuid.uuid4().hex
     staging.mkdir(parents=True)
     final: Path | None = None
@@ -208,11 +210,12 @@ def dataset_version_create(
             raise DomainError("the files hold no sample")
 
         with transaction.atomic():
+            dataset = _dataset_for(project, name, user, description)
             locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
             if DatasetVersion.objects.filter(dataset=locked, content_hash=digest).exists():
                 return VersionOutcome(DatasetVersion.objects.get(dataset=locked, content_hash=digest), False)
             number = (DatasetVersion.objects.filter(dataset=locked).aggregate(m=Max("number"))["m"] or 0) + 1
-            final = root / f"v{number}-{digest[:12]}"
+            final = data_root() / "datasets" / str(project.pk) / str(locked.pk) / f"v{number}-{digest[:12]}"
             final.parent.mkdir(parents=True, exist_ok=True)
             staging.rename(final)
             size = sum(f.path.stat().st_size for f in files)

@@ -157,6 +157,30 @@ def classify(files: list[StagedFile]) -> tuple[list[StagedFile], StagedFile | No
     return data, archives[0] if archives else None
 
 
+class _ServerPaths:
+    """Replaces the server's paths of the staged files (and their folders) in a message by the user's names.
+
+    Readers name the file they read (``archive /srv/.../staging/upload-x/imgs.zip is not ...``);
+    what reaches the user must name only the file they sent.
+    """
+
+    def __init__(self, files: list[StagedFile], *folders: Path) -> None:
+        pairs: dict[str, str] = {}
+        for f in files:
+            for form in (f.path.resolve().as_uri(), f.path.as_uri(), str(f.path.resolve()), str(f.path)):
+                pairs[form] = f.name
+        for folder in {*folders, *(f.path.parent for f in files)}:
+            for form in (folder.resolve().as_uri(), folder.as_uri(), str(folder.resolve()), str(folder)):
+                pairs.setdefault(form, "<upload>")
+        # Longest first, so that a file's path is replaced before the folder holding it.
+        self.pairs = sorted(pairs.items(), key=lambda pair: len(pair[0]), reverse=True)
+
+    def __call__(self, message: str) -> str:
+        for server, public in self.pairs:
+            message = message.replace(server, public)
+        return message
+
+
 def _answer_bin(length: int) -> int:
     return max(b for b in ANSWER_LENGTH_BINS if b <= length)
 
@@ -279,6 +303,26 @@ def ingest_files(
     any failed row refuses the upload).
     """
     data_files, archive = classify(files)
+    public = _ServerPaths(files, out_dir)
+    try:
+        return _ingest(
+            data_files, archive, out_dir, public, test_fraction, seed, max_image_pixels, errors_csv, progress
+        )
+    except IngestError as exc:
+        raise IngestError(public(str(exc))) from None
+
+
+def _ingest(
+    data_files: list[StagedFile],
+    archive: StagedFile | None,
+    out_dir: Path,
+    public: Callable[[str], str],
+    test_fraction: float,
+    seed: int,
+    max_image_pixels: int,
+    errors_csv: Path | None,
+    progress: Callable[[int], None] | None,
+) -> IngestResult:
     resolver = open_resolver(str(archive.path)) if archive is not None else None
     result = IngestResult()
     tasks: dict[tuple, str] = {}
@@ -310,11 +354,11 @@ def ingest_files(
                 if problems:
                     result.error_count += len(problems)
                     for p in problems:
-                        error = RowError(f.name, index, p.field, p.message)
+                        error = RowError(f.name, index, p.field, public(p.message))
                         if len(result.errors) < REPORT_ERROR_ROWS:
                             result.errors.append(error)
                         if csv_writer:
-                            csv_writer.writerow([f.name, index, p.field, p.message])
+                            csv_writer.writerow([f.name, index, p.field, error.message])
                     continue
                 result.valid_rows += 1
                 source = row["data_source"]

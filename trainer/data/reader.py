@@ -113,11 +113,29 @@ def file_format(uri: str) -> str:
 
 
 def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    """A string type, or one that casts safely to ``string`` (null, large or view strings, dictionaries)."""
+    if pa.types.is_dictionary(t):
+        return _is_string(t.value_type)
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_null(t)
+    )
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    """A binary type, or one that casts safely to ``binary`` (null, large/view binaries)."""
+    return (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_null(t)
+    )
 
 
 def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t)
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
 
 
 def _struct_fields(t: pa.DataType) -> dict[str, pa.DataType]:
@@ -125,34 +143,103 @@ def _struct_fields(t: pa.DataType) -> dict[str, pa.DataType]:
 
 
 def _column_problem(name: str, t: pa.DataType) -> str | None:
-    """Why column ``name`` of type ``t`` cannot hold the schema's field, or None when it can."""
+    """Why column ``name`` of type ``t`` cannot hold the schema's field, or None when it can.
+
+    A type that casts safely to the layout's (null, large or dictionary strings, large lists,
+    ...) can: :func:`conformed_schema` gives the type it is read as.
+    """
     if pa.types.is_null(t):
         return None  # every value null: the row validator reports each missing value
     if name in ("data_source", "ability"):
         return None if _is_string(t) else "expected string"
     if name == "prompt":
+        if _is_list(t) and pa.types.is_null(t.value_type):
+            return None  # every prompt empty: the row validator reports each
         if _is_list(t) and pa.types.is_struct(t.value_type):
             fields = _struct_fields(t.value_type)
-            if _is_string(fields.get("role", pa.null())) and _is_string(fields.get("content", pa.null())):
+            if _is_string(fields.get("role", pa.int8())) and _is_string(fields.get("content", pa.int8())):
                 return None
         return "expected list<struct<content: string, role: string>>"
     if name == "images":
         if _is_list(t):
             value = t.value_type
-            if _is_string(value):
+            if _is_string(value):  # paths; a list<null> holds no image at all
                 return None
             if pa.types.is_struct(value):
                 fields = _struct_fields(value)
                 data, path = fields.get("bytes"), fields.get("path")
-                if (data is None or pa.types.is_binary(data) or pa.types.is_large_binary(data)) and (
-                    path is None or _is_string(path)
-                ):
+                if (data is None or _is_binary(data)) and (path is None or _is_string(path)):
                     if data is not None or path is not None:
                         return None
         return "expected list<struct<bytes: binary, path: string>> or list<string>"
     if name in _STRUCT_COLUMNS:
         return None if pa.types.is_struct(t) else "expected struct"
     return None
+
+
+def _leaf_target(t: pa.DataType, expected: pa.DataType) -> pa.DataType:
+    """The type a value of type ``t`` inside a struct column is read as, for the layout's ``expected``.
+
+    Only safe conversions: null to the expected type, strings to ``string``, binaries to
+    ``binary``, integers to ``int64``; nested structs and lists field by field. Anything else
+    is left as it is, for the row validator to judge.
+    """
+    if pa.types.is_null(t):
+        return expected
+    if pa.types.is_string(expected) and _is_string(t):
+        return pa.string()
+    if pa.types.is_binary(expected) and _is_binary(t):
+        return pa.binary()
+    if pa.types.is_struct(expected) and pa.types.is_struct(t):
+        known = _struct_fields(expected)
+        return pa.struct(
+            [
+                pa.field(f.name, _leaf_target(f.type, known[f.name]) if f.name in known else f.type)
+                for f in (t.field(i) for i in range(t.num_fields))
+            ]
+        )
+    if _is_list(t) and _is_list(expected):
+        return pa.list_(_leaf_target(t.value_type, expected.value_type))
+    if pa.types.is_integer(t) and not pa.types.is_uint64(t):
+        return pa.int64()
+    return t
+
+
+def _column_target(name: str, t: pa.DataType) -> pa.DataType:
+    """The type column ``name`` of type ``t`` (which :func:`_column_problem` accepted) is read as."""
+    expected = ORSTA_SCHEMA.field(name).type if name in ORSTA_SCHEMA.names else None
+    if expected is None or pa.types.is_null(t):
+        return t
+    if name == "images" and _is_string(t.value_type) and not pa.types.is_null(t.value_type):
+        return pa.list_(pa.string())
+    return _leaf_target(t, expected)
+
+
+def conformed_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with each column's type replaced by the layout's type it casts to safely."""
+    return pa.schema([pa.field(f.name, _column_target(f.name, f.type)) for f in schema])
+
+
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast ``batch`` to ``schema`` (from :func:`conformed_schema`) with pyarrow's safe casts.
+
+    Raises ``ValueError`` naming the column whose values do not convert (an integer out of range).
+    """
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for field in schema:
+        column = batch.column(field.name)
+        if column.type.equals(field.type):
+            arrays.append(column)
+            continue
+        try:
+            arrays.append(column.cast(field.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ValueError(
+                f"column {field.name} of type {column.type} does not convert to {field.type} ({_reason(exc)})"
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def check_parquet_schema(schema: pa.Schema) -> list[str]:
@@ -223,6 +310,8 @@ def iter_parquet_batches(
             ]
         if problems:
             raise DataFormatError(uri, "wrong schema: " + "; ".join(problems))
+        read = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+        target = conformed_schema(read)
         if batch_rows is None:
             batch_rows = _rows_per_batch(parquet.metadata)
         start = 0
@@ -238,6 +327,10 @@ def iter_parquet_batches(
                 raise DataFormatError(
                     uri, f"corrupt data after row {start} of {parquet.metadata.num_rows} ({_reason(exc)})"
                 ) from None
+            try:
+                batch = conform_batch(batch, target)
+            except ValueError as exc:
+                raise DataFormatError(uri, f"wrong schema: {exc}", row=start + 1) from None
             yield batch
             start += batch.num_rows
 
