@@ -62,6 +62,13 @@ MODEL_PATH = ConfigField(
     "a local Hugging Face checkpoint directory, or tiny:<arch>:<size> for a random-init model built offline",
 )
 HYPER_FIELDS: tuple[ConfigField, ...] = (
+    ConfigField(
+        "warm_start_steps",
+        ("warm_start", "steps"),
+        "Warm-start steps",
+        "supervised steps on the sources' ground truths before GRPO; 0 = none (a random-init model "
+        "is almost never rewarded)",
+    ),
     ConfigField("algo_lr", ("algo", "lr"), "Learning rate", "AdamW learning rate of every trained group"),
     ConfigField("lr_vit", ("model", "lr", "vit"), "LR of the vision tower", "empty = algo.lr", True),
     ConfigField("lr_connector", ("model", "lr", "connector"), "LR of the connector", "empty = algo.lr", True),
@@ -263,6 +270,9 @@ class LaunchForm(forms.Form):
     num_cpus = forms.FloatField(min_value=0, max_value=4096, error_messages=NUMBER)
     num_gpus = forms.FloatField(min_value=0, max_value=1024, error_messages=NUMBER)
     model_path = forms.CharField(max_length=4096, required=False)
+    warm_start_steps = forms.IntegerField(
+        required=False, min_value=0, max_value=1_000_000, error_messages=WHOLE
+    )
     algo_lr = forms.FloatField(required=False, error_messages=NUMBER)
     lr_vit = forms.FloatField(required=False, error_messages=NUMBER)
     lr_connector = forms.FloatField(required=False, error_messages=NUMBER)

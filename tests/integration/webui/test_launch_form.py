@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db
 HOSTILE = '<script>alert("x")</script>'
 TINY = {
     "model_path": "tiny:qwen3_vl:tiny",
+    "warm_start_steps": "0",
     "algo_lr": "0.0002",
     "lr_vit": "",
     "lr_connector": "",
@@ -148,6 +149,7 @@ def test_a_launch_queues_a_run_with_its_mixture_and_only_the_changed_fields(
         {math: 1, detection: 3},
         description=HOSTILE,
         rollout_n="4",
+        warm_start_steps="300",
         lr_llm="1e-4",
         iou_schedule="0.1:0.85, 0.25:0.95, 1.0:0.99",
         advanced="eval:\n  every: 0\n",
@@ -176,6 +178,7 @@ def test_a_launch_queues_a_run_with_its_mixture_and_only_the_changed_fields(
     )
     assert run.config == {
         "model": {"lr": {"llm": 1e-4}},
+        "warm_start": {"steps": 300},
         "rollout": {"n": 4},
         "reward": {"iou_schedule": [[0.1, 0.85], [0.25, 0.95], [1.0, 0.99]]},
         "eval": {"every": 0},
@@ -228,6 +231,8 @@ PLACEHOLDER = (
         ({"algo_lr": "fast"}, "algo_lr", "must be a number"),
         ({"lr_vit": "0"}, "lr_vit", "must be > 0, got 0.0"),
         ({"rollout_n": "1"}, "rollout_n", GRPO_ONE),
+        ({"warm_start_steps": "-5"}, "warm_start_steps", "Ensure this value is greater than or equal to 0."),
+        ({"warm_start_steps": "2.5"}, "warm_start_steps", "must be a whole number"),
         ({"rollout_temperature": "0"}, "rollout_temperature", "must be > 0, got 0.0"),
         (
             {"iou_schedule": "0.5:0.85, 0.25:0.95"},
@@ -285,6 +290,8 @@ PLACEHOLDER = (
         "lr-not-a-number",
         "group-lr-zero",
         "grpo-group-of-one",
+        "warm-start-negative",
+        "warm-start-fraction",
         "temperature-zero",
         "iou-fractions-decrease",
         "iou-unreadable",
