@@ -3,7 +3,7 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from control.services.tokens import api_token_authenticate
+from control.services.tokens import TokenRefused, api_token_check
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -23,9 +23,10 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("the token must be ASCII") from exc
-        token = api_token_authenticate(raw=raw)
-        if token is None:
-            raise exceptions.AuthenticationFailed("invalid, expired or revoked token")
+        try:
+            token = api_token_check(raw=raw)
+        except TokenRefused as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from exc
         return token.user, token
 
     def authenticate_header(self, request) -> str:

@@ -52,6 +52,8 @@ urlpatterns = [
     path("runs/<int:run_id>/resume/", runs.RunResumeApi.as_view(), name="run-resume"),
     path("runs/<int:run_id>/clone/", runs.RunCloneApi.as_view(), name="run-clone"),
     path("runs/<int:run_id>/events/", runs.RunEventsApi.as_view(), name="run-events"),
+    path("runs/<int:run_id>/tokens/", tokens.RunTokenListApi.as_view(), name="run-tokens"),
+    path("runs/<int:run_id>/tokens/<int:token_id>/", tokens.RunTokenDetailApi.as_view(), name="run-token"),
     path("runs/<int:run_id>/logs/", run_outputs.RunLogsApi.as_view(), name="run-logs"),
     path("runs/<int:run_id>/artifacts/", run_outputs.RunArtifactsApi.as_view(), name="run-artifacts"),
     path(

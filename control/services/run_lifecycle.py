@@ -15,6 +15,7 @@ from control.errors import Conflict
 from control.models import Run, RunEvent
 from control.services.alerts import alert_rules_on_run_state
 from control.services.broadcast import broadcast_to_run
+from control.services.tokens import run_tokens_revoke
 
 S = Run.Status
 
@@ -86,6 +87,9 @@ def run_transition(*, run: Run | int, to: str, reason: str = "", **updates: obje
     RunEvent.objects.create(
         run=locked, from_status=current, to_status=to, reason=reason[:5000], attempt=locked.attempt
     )
+    if to in Run.TERMINAL:
+        # The attempt's job has exited: its token must not write to the run (nor to a resumed one).
+        run_tokens_revoke(run=locked)
     payload = {"type": "run.status", "run": run_status_payload(locked)}
     transaction.on_commit(lambda: broadcast_to_run(run_id, payload))
     alert_rules_on_run_state(run=locked)

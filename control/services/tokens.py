@@ -10,6 +10,16 @@ from control.models import ApiToken, Run
 from control.models.tokens import TOKEN_PREFIX_LENGTH, hash_token
 
 RAW_TOKEN_PREFIX = "tri_"
+# What an unknown, revoked or expired token is told: nothing about whether it ever existed.
+TOKEN_REFUSED = "invalid, expired or revoked token"
+
+
+class TokenRefused(Exception):
+    """Why a bearer token does not authenticate; ``message`` is safe to show to whoever sent it."""
+
+    def __init__(self, message: str = TOKEN_REFUSED) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def api_token_create(
@@ -39,19 +49,46 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
     return token
 
 
-def api_token_authenticate(*, raw: str) -> ApiToken | None:
-    """The live token matching ``raw``, or None (unknown, revoked or expired)."""
+def run_tokens_revoke(*, run: Run) -> int:
+    """Revoke every live token of ``run`` (its attempt ended); returns how many."""
+    return ApiToken.objects.filter(run=run, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_token_check(*, raw: str) -> ApiToken:
+    """The live token matching ``raw``; raises :class:`TokenRefused` saying why there is none.
+
+    A run-scoped token lives as long as its run's attempt: once the run has ended (succeeded,
+    failed, cancelled, lost) it is refused, even if nobody revoked it (tokens made before runs
+    revoked theirs on ending). Its holder is told that, since it held the run's secret; an unknown
+    token, or a personal one that was revoked or expired, gets the same message whatever the reason.
+    """
     if not raw.startswith(RAW_TOKEN_PREFIX) or len(raw) > 200:
-        return None
+        raise TokenRefused
     token = ApiToken.objects.select_related("user", "run").filter(digest=hash_token(raw)).first()
     now = timezone.now()
-    if token is None or token.revoked_at is not None or not token.user.is_active:
-        return None
+    if token is None or not token.user.is_active:
+        raise TokenRefused
+    if token.run is not None and token.run.is_terminal:
+        raise TokenRefused(
+            f"run {token.run_id} has ended ({token.run.status}): its run-scoped tokens no longer work"
+        )
+    if token.run is not None and token.revoked_at is not None:
+        raise TokenRefused(f"this run-scoped token of run {token.run_id} was revoked")
+    if token.revoked_at is not None:
+        raise TokenRefused
     if token.expires_at is not None and token.expires_at <= now:
-        return None
+        raise TokenRefused
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
+
+
+def api_token_authenticate(*, raw: str) -> ApiToken | None:
+    """The live token matching ``raw``, or None (unknown, revoked or expired, or its run ended)."""
+    try:
+        return api_token_check(raw=raw)
+    except TokenRefused:
+        return None
 
 
 def api_tokens_purge_expired(*, now: datetime | None = None) -> int:

@@ -32,6 +32,7 @@ class World:
     f_upload: object
     channel: object = None
     f_channel: object = None
+    run_token: object = None
 
     def ids(self) -> dict[str, int | str]:
         """Placeholders of the endpoint table, filled with this world's objects of ``project``."""
@@ -45,6 +46,7 @@ class World:
             "alert": self.alert.pk,
             "token": self.token.pk,
             "channel": self.channel.pk,
+            "run_token": self.run_token.pk,
             "upload": str(self.upload.pk),
             "split": "train",
             "index": 0,
@@ -105,4 +107,5 @@ def world(make_user, make_project, make_source, make_run, make_rule, add_member,
         channel_create(project=p, user=who, name="on call", kind="email", email="oncall@example.com")
         for p, who in ((project, owner), (foreign, stranger))
     )
+    world.run_token, _ = api_token_create(user=owner, name=f"run {world.run.pk} attempt 1", run=world.run)
     return world
