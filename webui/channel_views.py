@@ -7,7 +7,8 @@ webhook URL as the API does (http or https, and no private address unless an adm
 allowed its host). The secret is rendered in the answer to the creating POST only, never put in a
 URL, a redirect or the session, and that page is sent with ``no-store``; each create form carries
 a one-time id kept in the session, so reloading the answer creates no second channel. A viewer
-reads the list without buttons; a POST from a viewer answers a 403 page.
+reads the list without buttons, with each address masked (a webhook URL carries its key); a POST
+from a viewer answers a 403 page.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from control.errors import Conflict, DomainError
 from control.models import AlertDelivery, NotificationChannel, Project
-from control.selectors.notifications import notification_channels_list
+from control.selectors.notifications import (
+    channel_address,
+    channel_text_redacted,
+    notification_channels_list,
+)
 from control.services.notifications import channel_create, channel_delete, channel_send_test
 from webui.access import can_write, forbidden_page, form_id_new, form_id_take, project_or_404
 
@@ -65,9 +70,19 @@ def _render(
     writable = can_write(request, project)
     if form is None and writable:
         form = ChannelCreateForm(initial={"form_id": form_id_new(request, "channel")})
+    channels = list(_channels(request, project))
+    for channel in channels:  # a viewer reads addresses, and the errors that quote them, masked
+        url, email = channel_address(channel=channel, whole=writable)
+        channel.address = url if channel.kind == NotificationChannel.Kind.WEBHOOK else email
+        for delivery in channel.recent_deliveries:
+            delivery.error_shown = (
+                delivery.last_error
+                if writable
+                else channel_text_redacted(channel=channel, text=delivery.last_error)
+            )
     context = {
         "project": project,
-        "channels": _channels(request, project),
+        "channels": channels,
         "form": form if writable else None,
         "can_write": writable,
         "created": created,

@@ -15,6 +15,14 @@ def membership_get(*, user: AbstractBaseUser, project: Project) -> ProjectMember
     return ProjectMembership.objects.filter(user=user, project=project).first()
 
 
+def projects_editable_ids(*, user: AbstractBaseUser) -> set[int]:
+    """The projects whose objects ``user`` may change (owner or member, not viewer)."""
+    roles = [ProjectMembership.Role.OWNER, ProjectMembership.Role.MEMBER]
+    return set(
+        ProjectMembership.objects.filter(user=user, role__in=roles).values_list("project_id", flat=True)
+    )
+
+
 def project_get_for_user(*, user: AbstractBaseUser, project_id: int, write: bool = False) -> Project:
     """The project if ``user`` is a member; missing and not-a-member look alike (404)."""
     membership = (
