@@ -5,6 +5,8 @@ from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template import loader
+from django.urls import Resolver404
 
 from control.errors import DomainError, NotFound
 from control.models import Run
@@ -68,15 +70,22 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "webui/run.html", run_page_context(request, run))
 
 
+def _not_found_message(exception) -> str:
+    """The message a view gave its 404, never the URL resolver's (its list of patterns names modules)."""
+    if isinstance(exception, Resolver404) or not isinstance(exception, Http404):
+        return ""
+    if len(exception.args) == 1 and isinstance(exception.args[0], str):
+        return exception.args[0][:300]
+    return ""
+
+
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse(
             {"message": f"no API endpoint at {request.path[:200]}", "code": "not_found", "extra": {}},
             status=404,
         )
-    return render(
-        request, "webui/error.html", {"title": "Not found", "message": str(exception or "")[:300]}, status=404
-    )
+    return render(request, "webui/404.html", {"message": _not_found_message(exception)}, status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -84,6 +93,5 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return JsonResponse(
             {"message": "internal error; it has been logged", "code": "error", "extra": {}}, status=500
         )
-    return render(
-        request, "webui/error.html", {"title": "Server error", "message": "It has been logged."}, status=500
-    )
+    # No request context: the page must render even when the database is what failed.
+    return HttpResponse(loader.get_template("webui/500.html").render(), status=500)
