@@ -44,6 +44,18 @@ class Collective(Protocol):
         """Factor on each worker's loss that makes the group's gradient reduction a sum."""
         ...
 
+    @property
+    def owns_step(self) -> bool:
+        """True when the sharding keeps the gradients and applies the step itself (DeepSpeed)."""
+        ...
+
+    def owned_step(self, finite: bool) -> float | None:
+        """That step, on every worker: the gradient norm before clipping; None when it was skipped.
+
+        ``finite`` False (a non-finite loss on some worker) skips it.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class Shard:

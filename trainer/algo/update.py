@@ -266,6 +266,7 @@ def update_policy_shard(
             raise ValueError(f"the shard assigns {len(local)} rollouts to rank {rank}, got {len(rollouts)}")
     lockstep = shard is not None and shard.collective.lockstep
     loss_scale = shard.collective.loss_scale if shard is not None else 1.0
+    owns_step = shard is not None and shard.collective.owns_step
 
     def micro_rounds(indices: Sequence[int], size: int) -> int:
         """Passes of ``size`` sequences the busiest worker needs for ``indices`` (global)."""
@@ -336,6 +337,8 @@ def update_policy_shard(
                         if not lockstep:
                             break
                         loss = loss.nan_to_num(0.0, 0.0, 0.0)  # a sharded backward must still run
+                        if owns_step:  # NaN gradients: the sharding's own step skips, and drops them
+                            loss = loss * math.nan
                     (loss * weight).backward()
                     if not micro or not finite:
                         continue
@@ -349,6 +352,16 @@ def update_policy_shard(
                 if shard is not None:
                     shard.collective.sum_gradients(params)
                     finite = shard.collective.all_true(finite)
+                if owns_step:  # DeepSpeed ZeRO: the gradients live in its partitions (no per-layer norms)
+                    assert shard is not None
+                    totals.lr = _current_lr(optimizer)
+                    owned_norm = shard.collective.owned_step(finite)
+                    if owned_norm is None:
+                        totals.skipped += 1
+                    else:
+                        totals.steps += 1
+                        totals.step_sums["actor/grad_norm"] += owned_norm
+                    continue
                 if finite:
                     layer_norms = _layer_grad_norms(model, shard)
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))

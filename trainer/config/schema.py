@@ -497,15 +497,24 @@ class EngineConfig(Section):
     gpus_per_worker: float = Field(
         0.0, ge=0, le=16, description="GPUs reserved for each worker; 0 trains on CPU with gloo."
     )
-    sharding: Literal["none", "fsdp"] = Field(
+    sharding: Literal["none", "fsdp", "deepspeed"] = Field(
         "none",
         description=(
             "`none`: every worker holds the whole model and optimizer (data parallel). `fsdp`: torch "
-            "FSDP2 shards parameters, gradients and optimizer states over the workers."
+            "FSDP2 shards parameters, gradients and optimizer states over the workers. `deepspeed`: "
+            "DeepSpeed ZeRO (stage `zero_stage`) shards them; needs `pip install 'triune[gpu]'`."
+        ),
+    )
+    zero_stage: int | None = Field(
+        None,
+        description=(
+            "With sharding deepspeed: ZeRO stage 2 (gradients and optimizer states sharded) or 3 "
+            "(parameters too); null: 3."
         ),
     )
     offload: bool = Field(
-        False, description="With sharding fsdp: keep parameters and optimizer states in CPU memory."
+        False,
+        description="With sharding fsdp or deepspeed: keep parameters and optimizer states in CPU memory.",
     )
     timeout_s: float = Field(
         600.0,
@@ -523,8 +532,12 @@ class EngineConfig(Section):
     def _check(self) -> EngineConfig:
         if self.kind == "local" and self.workers != 1:  # local + fsdp: one FSDP worker in this process
             problem("workers", f"engine.kind local is one process; use engine.kind ray for {self.workers}")
-        if self.offload and self.sharding != "fsdp":
-            problem("offload", "needs engine.sharding fsdp")
+        if self.offload and self.sharding == "none":
+            problem("offload", "needs engine.sharding fsdp or deepspeed")
+        if self.zero_stage is not None and self.sharding != "deepspeed":
+            problem("zero_stage", f"needs engine.sharding deepspeed, got sharding {self.sharding}")
+        if self.zero_stage is not None and self.zero_stage not in (2, 3):
+            problem("zero_stage", f"must be 2 or 3 (DeepSpeed ZeRO stages), got {self.zero_stage}")
         return self
 
 

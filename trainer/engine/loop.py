@@ -50,6 +50,7 @@ from trainer.engine.build import (
     setup_problems,
     update_config,
 )
+from trainer.engine.distributed.zero import deepspeed_importable, deepspeed_problems
 from trainer.engine.errors import EngineFailure, PreflightError, Problem, TrainingStopped
 from trainer.engine.evaluate import evaluate
 from trainer.engine.policy import Policy
@@ -122,6 +123,7 @@ def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> lis
             Problem("rollout.backend", reason)
             for reason in vllm_problems(cuda_available=gpus, importable=importable)
         ]
+    problems += deepspeed_problems(config, importable=deepspeed_importable())
     if engine.offload and not gpus:
         problems.append(
             Problem(
@@ -155,7 +157,7 @@ def build_policy(config: TrainConfig, processor: ProcessorMixin) -> tuple[Policy
 
         ray_policy = start_ray_policy(config)
         return ray_policy, ray_policy
-    if config.engine.sharding == "fsdp":
+    if config.engine.sharding in ("fsdp", "deepspeed"):
         from trainer.engine.distributed.worker import InProcessPolicy
 
         in_process = InProcessPolicy(config)

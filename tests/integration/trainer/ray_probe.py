@@ -5,6 +5,8 @@ RAY_ADDRESS) writes what the action produced to OUT (torch.save of a dict) for t
 
 - ``update``: one update of a fixed batch; the weights after it and the metrics;
 - ``save_then_resume``: update + save with the config, then load with ``workers=1`` and update again;
+- ``save``: update + save with the config (the test resumes it elsewhere);
+- ``load``: load the checkpoint beside OUT, then update (the loaded weights and the metrics);
 - ``start``: start the workers (the error, if any);
 - ``kill``: SIGKILL worker 1, then update (the error).
 """
@@ -40,6 +42,12 @@ def main(action: str, config_json: str, out: str) -> dict:
     except PreflightError as exc:
         return {"error": str(exc)}
     try:
+        if action == "load":
+            policy.load(Path(out).parent)
+            result["loaded"] = policy.full_state()
+            again = make_rollouts(processor, LENGTHS, seed=1)
+            result["next_metrics"] = policy.update(again, ADVANTAGES, UPDATE)
+            return result
         if action == "kill":
             import ray
 
@@ -50,7 +58,7 @@ def main(action: str, config_json: str, out: str) -> dict:
         except EngineFailure as exc:
             return {"error": str(exc)}
         result["weights"] = policy.full_state()
-        if action == "save_then_resume":
+        if action in ("save_then_resume", "save"):
             policy.advance_schedule()
             policy.save(Path(out).parent)
     finally:

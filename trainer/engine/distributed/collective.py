@@ -62,6 +62,14 @@ class TorchCollective:
         """FSDP averages the gradients over the workers: a loss scaled by their number sums them."""
         return float(self.world) if self._lockstep else 1.0
 
+    @property
+    def owns_step(self) -> bool:
+        """The update clips and steps the torch optimizer itself (see :class:`DeepSpeedCollective`)."""
+        return False
+
+    def owned_step(self, finite: bool) -> float | None:
+        raise NotImplementedError("the update steps the optimizer itself when owns_step is False")
+
     def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
         if self._lockstep:
             return

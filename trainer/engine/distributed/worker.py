@@ -1,4 +1,4 @@
-"""One data-parallel training worker: its copy (or FSDP shard) of the policy, optimizer and sampler.
+"""One data-parallel training worker: its copy (or FSDP / ZeRO shard) of the policy, optimizer and sampler.
 
 A :class:`PolicyWorker` is a plain object; :mod:`trainer.engine.distributed.ray_policy` runs
 one per Ray actor and coordinates them. Every worker builds the same initial weights (the
@@ -13,6 +13,7 @@ import contextlib
 import os
 import types
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ from trainer.engine.build import (
     reference_model,
 )
 from trainer.engine.distributed.collective import TorchCollective, free_port, join_group, leave_group
+from trainer.engine.distributed.zero import (
+    full_optimizer_state,
+    full_weights,
+    gathered_parameters,
+    group_names,
+    load_full_weights,
+    load_optimizer_state,
+    shard_with_deepspeed,
+)
 from trainer.engine.errors import PreflightError
 from trainer.engine.memory import fit_problems
 from trainer.engine.policy import OPTIMIZER_FILE, read_optimizer_state, read_policy_weights, step_schedule
@@ -118,6 +128,7 @@ class PolicyWorker:
         self.pad_token_id = pad_token_id(self.processor)
         self.model: nn.Module | None = None
         self.units: list[nn.Module] = []
+        self.zero: ZeroParts | None = None  # with engine.sharding deepspeed
 
     def rendezvous(self) -> tuple[str, int]:
         """Address and free port of this worker (rank 0's is the group's rendezvous)."""
@@ -125,7 +136,7 @@ class PolicyWorker:
         return host, free_port(host if host != "0.0.0.0" else "127.0.0.1")
 
     def join(self, address: str, port: int) -> str:
-        """Join the process group, then build the model (sharded with FSDP when asked) and optimizer."""
+        """Join the process group, then build the model (sharded if asked) and its optimizer."""
         engine = self.config.engine
         backend = join_group(
             address=address, port=port, rank=self.rank, world=self.world, timeout_s=engine.timeout_s
@@ -140,11 +151,16 @@ class PolicyWorker:
         setattr(model, COMPUTE_DEVICE, self.device)  # with offload, the parameters rest in CPU memory
         self.model = model
         self.optimizer, self.scheduler = build_optimizer(model, self.config)  # type: ignore[arg-type]
-        self.collective = TorchCollective(
-            torch.device("cuda", 0) if backend == "nccl" else torch.device("cpu"),
-            lockstep=fsdp,
-            world=self.world,
-        )
+        group_device = torch.device("cuda", 0) if backend == "nccl" else torch.device("cpu")
+        self.collective = TorchCollective(group_device, lockstep=fsdp, world=self.world)
+        if engine.sharding == "deepspeed":
+            names = group_names(model, self.optimizer)
+            keys = [key for key in self.optimizer.param_groups[0] if key != "params"]
+            signature = model_signature(model)  # ZeRO-3 empties the parameters it shards
+            ds_engine, self.optimizer, self.collective = shard_with_deepspeed(
+                model, self.optimizer, self.config, world=self.world, device=group_device
+            )
+            self.zero = ZeroParts(ds_engine, names, keys, signature)
         self.backend = build_backend(
             self.config.rollout.backend,
             model=model,
@@ -164,7 +180,8 @@ class PolicyWorker:
         seed: int | None = None,
     ) -> list[Rollout]:
         """``n`` responses for each of this worker's prompts (none: it still joins the gathering)."""
-        with gathered(self.units):
+        assert self.model is not None
+        with gathered_parameters(self.model) if self.zero is not None else gathered(self.units):
             if not prompts:
                 return []
             return self.backend.generate(
@@ -198,18 +215,24 @@ class PolicyWorker:
 
     def signature(self) -> dict[str, Any]:
         assert self.model is not None
-        return model_signature(self.model)
+        return self.zero.signature if self.zero is not None else model_signature(self.model)
 
     def full_state(self) -> dict[str, torch.Tensor]:
         """The whole model's weights on the CPU (every worker takes part; all receive them)."""
         assert self.model is not None
+        if self.zero is not None:
+            return full_weights(self.model)
         return get_model_state_dict(self.model, options=FULL)
 
     def save(self, directory: str) -> None:
         """Write ``policy/`` and ``optimizer.pt`` into the checkpoint directory (rank 0 writes)."""
         assert self.model is not None
-        weights = get_model_state_dict(self.model, options=FULL)
-        optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=FULL)
+        if self.zero is not None:
+            weights = full_weights(self.model)
+            optimizer = full_optimizer_state(self.model, self.optimizer, self.zero.names, self.zero.keys)
+        else:
+            weights = get_model_state_dict(self.model, options=FULL)
+            optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=FULL)
         if self.rank != 0:
             return
         out = Path(directory)
@@ -221,19 +244,27 @@ class PolicyWorker:
         assert self.model is not None
         path = Path(directory)
         weights = read_policy_weights(self.model, path / POLICY_DIR)
-        set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True))
+        self._load_weights(weights)
         self._load_optimizer(read_optimizer_state(path))
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Load ``{"model", "optimizer", "scheduler"}`` (a checkpoint of format 1)."""
-        assert self.model is not None
-        set_model_state_dict(self.model, dict(state["model"]), options=StateDictOptions(full_state_dict=True))
+        self._load_weights(dict(state["model"]))
         self._load_optimizer(state)
+
+    def _load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        assert self.model is not None
+        if self.zero is not None:
+            load_full_weights(self.model, weights)
+        else:
+            set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True))
 
     def _load_optimizer(self, state: Mapping[str, Any]) -> None:
         assert self.model is not None
         optimizer = state["optimizer"]
-        if _keyed_by_position(optimizer):  # written by a single-process run
+        if self.zero is not None:
+            load_optimizer_state(self.model, self.optimizer, self.zero.names, optimizer)
+        elif _keyed_by_position(optimizer):  # written by a single-process run
             self.optimizer.load_state_dict(optimizer)
         else:
             set_optimizer_state_dict(
@@ -243,6 +274,16 @@ class PolicyWorker:
 
     def close(self) -> None:
         leave_group()
+
+
+@dataclass(frozen=True)
+class ZeroParts:
+    """What a DeepSpeed worker keeps beside the model: the engine, and what ZeRO flattens away."""
+
+    engine: Any  # deepspeed.DeepSpeedEngine
+    names: list[list[str]]  # parameter names of each optimizer group, in order
+    keys: list[str]  # the torch optimizer's group hyper-parameters (lr, betas, ...)
+    signature: dict[str, Any]  # model_signature before ZeRO-3 emptied the parameters
 
 
 def _keyed_by_position(optimizer_state: Mapping[str, Any]) -> bool:
@@ -258,7 +299,7 @@ def _node_address() -> str:
 
 
 class InProcessPolicy:
-    """``engine.kind: local`` with ``sharding: fsdp``: one worker in this process (a group of one).
+    """``engine.kind: local``, ``sharding`` fsdp or deepspeed: one worker in this process (a group of one).
 
     The single-GPU form of the sharded path (with ``engine.offload``, parameters and optimizer
     states live in CPU memory); the same code as a Ray worker, without Ray.

@@ -19,7 +19,7 @@ def test_bad_engine_configs_name_the_field_and_the_fix() -> None:
     assert _problems(["engine.workers=2"]) == [
         "engine.workers: engine.kind local is one process; use engine.kind ray for 2"
     ]
-    assert _problems(["engine.offload=true"]) == ["engine.offload: needs engine.sharding fsdp"]
+    assert _problems(["engine.offload=true"]) == ["engine.offload: needs engine.sharding fsdp or deepspeed"]
     assert _problems(["engine.kind=ray", "engine.workers=16"]) == [
         "engine.workers: each worker samples at least one prompt a step: 16 workers need "
         "rollout.prompts_per_step >= 16, got 8"
