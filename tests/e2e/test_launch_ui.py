@@ -55,7 +55,7 @@ def test_filter_weigh_refuse_then_launch(page, live_server_url, launchable):
     page.goto(f"{live_server_url}/projects/{project.pk}/")
     page.click("text=New run")
     page.wait_for_url(f"**/projects/{project.pk}/runs/new/")
-    assert page.input_value("#f-algo_lr") == "0.0002"
+    assert page.input_value("#f-algo_lr") == "0.0004"
     assert page.input_value("#f-model_path") == "tiny:qwen3_vl:tiny"
     assert "local (" in page.locator("#f-compute_target option").first.inner_text()
     assert page.locator("#target-offers").inner_text().startswith("Offers ")
@@ -70,7 +70,7 @@ def test_filter_weigh_refuse_then_launch(page, live_server_url, launchable):
         "6",
     )
     page.select_option("#f-preset", "tiny-cpu-demo")
-    assert (page.input_value("#f-algo_lr"), page.input_value("#f-iou_schedule")) == ("0.0002", "0.5")
+    assert (page.input_value("#f-algo_lr"), page.input_value("#f-iou_schedule")) == ("0.0004", "0.5")
     page.fill("#f-rollout_n", "8")
 
     # Filter by task type, then by tag; a hidden checked source stays in the mixture.

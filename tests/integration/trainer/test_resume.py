@@ -196,12 +196,12 @@ def test_a_checkpoint_of_another_config_needs_resume_force(
     assert _refusal(capsys) == [
         "train: cannot resume:",
         f"  --resume: {root}: cannot resume: the checkpoint was saved with another config:",
-        "  algo.lr: 0.0002 in the checkpoint, 0.001 now",
+        "  algo.lr: 0.0004 in the checkpoint, 0.001 now",
         "use the same config, or pass --resume-force to continue with this one",
     ]
     assert _train(config, tmp_path / "out", "--resume", "--resume-force", "--set", "algo.lr=0.001") == 0
     captured = capsys.readouterr()
-    assert "resuming with another config (--resume-force): algo.lr: 0.0002 in the checkpoint, 0.001 now" in (
+    assert "resuming with another config (--resume-force): algo.lr: 0.0004 in the checkpoint, 0.001 now" in (
         captured.out + captured.err
     )
     assert "train: finished 2 step(s)" in captured.out

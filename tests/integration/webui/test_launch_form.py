@@ -21,7 +21,7 @@ HOSTILE = '<script>alert("x")</script>'
 TINY = {
     "model_path": "tiny:qwen3_vl:tiny",
     "warm_start_steps": "0",
-    "algo_lr": "0.0002",
+    "algo_lr": "0.0004",
     "lr_vit": "",
     "lr_connector": "",
     "lr_llm": "",

@@ -43,7 +43,7 @@ def test_what_does_not_change_a_step_is_ignored(override: str) -> None:
 @pytest.mark.parametrize(
     ("override", "line"),
     [
-        ("algo.lr=0.001", "algo.lr: 0.0002 in the checkpoint, 0.001 now"),
+        ("algo.lr=0.001", "algo.lr: 0.0004 in the checkpoint, 0.001 now"),
         ("seed=3", "seed: 0 in the checkpoint, 3 now"),
         ("total_steps=60", "total_steps: 150 in the checkpoint, 60 now"),
         (
