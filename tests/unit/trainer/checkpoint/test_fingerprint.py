@@ -50,7 +50,7 @@ def test_what_does_not_change_a_step_is_ignored(override: str) -> None:
             "model.path=tiny:qwen2_5_vl:tiny",
             'model.path: "tiny:qwen3_vl:tiny" in the checkpoint, "tiny:qwen2_5_vl:tiny" now',
         ),
-        ("data.sources.1.weight=2.0", "data.sources[1].weight: 1.0 in the checkpoint, 2.0 now"),
+        ("data.sources.1.weight=2.0", "data.sources[1].weight: 6.0 in the checkpoint, 2.0 now"),
         ("model.freeze=[vit]", 'model.freeze: [] in the checkpoint, ["vit"] now'),
     ],
 )
