@@ -34,7 +34,9 @@ def _zero_config(root: Path, stage: int) -> TrainConfig:
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_two_zero_workers_update_the_weights_as_one_process_does(ray_head, synth_dir, tmp_path, stage) -> None:
+def test_two_zero_workers_update_the_weights_as_one_process_does(
+    ray_head, synth_dir, tmp_path, stage
+) -> None:
     config = _zero_config(synth_dir, stage)
     want, want_metrics, before = _single_process(config)
     result = _probe(ray_head, "update", config, tmp_path)
@@ -63,7 +65,9 @@ def test_a_checkpoint_of_two_zero3_workers_resumes_in_one_process_and_back(
 
     # one process, no DeepSpeed: the same weights, and Adam's moments came along
     processor = build_processor_for(config)
-    local_config = TrainConfig.model_validate(json.loads(config.model_dump_json()) | {"engine": {}}, strict=False)
+    local_config = TrainConfig.model_validate(
+        json.loads(config.model_dump_json()) | {"engine": {}}, strict=False
+    )
     local = build_local_policy(local_config, processor, torch.device("cpu"))
     local.load(tmp_path)
     saved = result["weights"]
