@@ -1,7 +1,7 @@
 """Data-parallel training on Ray: workers, their process group, and the driver's view of them.
 
 - :class:`RayPolicy` / :func:`start_ray_policy`: ``engine.kind: ray`` (see ray_policy);
-- :class:`PolicyWorker`: one worker's model (whole, or an FSDP2 shard), optimizer and sampler;
+- :class:`PolicyWorker`: one worker's model (whole, or an FSDP2 / ZeRO shard), optimizer and sampler;
 - :func:`split_evenly`, :func:`worker_seed`: how prompts and sampling seeds are shared out.
 
 Ray is imported by :func:`start_ray_policy` only, so the single-process path never needs it.
