@@ -143,6 +143,8 @@ class AlertRuleListCreateApi(ProjectApi):
 
 
 class AlertRuleDefaultsApi(ProjectApi):
+    pagination_class = None  # the whole list, never paged
+
     @extend_schema(
         parameters=[OpenApiParameter("project", int, required=True)],
         request=None,

@@ -5,6 +5,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from control.api.pagination import PagePagination
 from control.models import ApiToken
 
 
@@ -29,6 +30,9 @@ class ProjectApi(APIView):
     """Base of every endpoint: run-scoped tokens are refused unless the view allows them."""
 
     allow_run_token = False
+    # Lists answer a page of the one pagination (``paginated``): named so that the schema shows the page
+    # object and its page and page_size parameters. A view whose list is not paged sets None.
+    pagination_class = PagePagination
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

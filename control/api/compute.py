@@ -115,6 +115,8 @@ def _admin_only(request) -> None:
 
 
 class ComputeTargetListCreateApi(ProjectApi):
+    pagination_class = None  # the whole list, never paged
+
     @extend_schema(responses=ComputeTargetOutput(many=True))
     def get(self, request):
         return Response(ComputeTargetOutput(ComputeTarget.objects.all(), many=True).data)

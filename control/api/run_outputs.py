@@ -64,6 +64,8 @@ class RunArtifactOutput(serializers.ModelSerializer):
 
 
 class RunArtifactsApi(ProjectApi):
+    pagination_class = None  # the whole list, never paged
+
     @extend_schema(responses=RunArtifactOutput(many=True))
     def get(self, request, run_id: int):
         """Checkpoints, the exported policy, the spec and the stored logs of the run."""

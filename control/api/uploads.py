@@ -87,7 +87,14 @@ class UploadDetailApi(ProjectApi):
 
     @extend_schema(
         request={"application/octet-stream": bytes},
-        parameters=[OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, required=True)],
+        parameters=[
+            OpenApiParameter(
+                "Content-Range",
+                {"type": "string", "pattern": CONTENT_RANGE.pattern},
+                OpenApiParameter.HEADER,
+                required=True,
+            )
+        ],
         responses=UploadOutput,
     )
     def put(self, request, upload_id):
