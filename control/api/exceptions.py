@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -41,6 +41,16 @@ def exception_handler(exc, context):
             "through /api/v1/uploads/ in chunks"
         )
         return Response({"message": message, "code": "too_large", "extra": {"limit": limit}}, status=413)
+    if isinstance(exc, TooManyFilesSent | TooManyFieldsSent):  # Django's answer would be its HTML 400 page
+        if isinstance(exc, TooManyFilesSent):
+            limit, what = settings.DATA_UPLOAD_MAX_NUMBER_FILES, "files"
+            hint = "; send more files through /api/v1/uploads/ in chunks"
+        else:
+            limit, what, hint = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS, "fields", ""
+        message = f"the request holds more than the {limit} {what} a request may hold{hint}"
+        return Response(
+            {"message": message, "code": f"too_many_{what}", "extra": {"limit": limit}}, status=400
+        )
     if isinstance(exc, DomainError):
         extra = {"fields": exc.fields} if exc.fields else {}
         return Response({"message": exc.message, "code": exc.code, "extra": extra}, status=exc.status)

@@ -131,7 +131,10 @@ class DatasetCreateInput(StrictSerializer):
     policy = serializers.ChoiceField(choices=POLICIES, default="reject")
     test_fraction = serializers.FloatField(min_value=0.0, max_value=0.99, default=0.1)
     uploads = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000)
-    files = serializers.ListField(child=serializers.FileField(), required=False, max_length=1000)
+    # As many as Django parses from one request (a request with more is refused before the view).
+    files = serializers.ListField(
+        child=serializers.FileField(), required=False, max_length=settings.DATA_UPLOAD_MAX_NUMBER_FILES
+    )
 
     def to_internal_value(self, data):
         if hasattr(data, "getlist"):  # multipart: repeated "files" and "uploads" fields
