@@ -76,7 +76,7 @@ class RunArtifactsApi(ProjectApi):
 
 
 class RunArtifactDownloadApi(ProjectApi):
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses={(200, "application/octet-stream"): bytes, (200, "application/gzip"): bytes})
     def get(self, request, run_id: int, artifact_id: int):
         """The artifact's file, or a folder (a checkpoint, the policy) as a .tar.gz archive."""
         run = run_for(request, run_id)
@@ -89,7 +89,13 @@ class RunArtifactDownloadApi(ProjectApi):
         step = "" if artifact.step is None else f"-step-{artifact.step}"
         name = f"run-{run.pk}-{artifact.kind}{step}"
         if os.path.isfile(path):
-            return FileResponse(open(path, "rb"), as_attachment=True, filename=os.path.basename(path))
+            # Bytes to save, whatever the name says (a config.json is not served as JSON to render).
+            return FileResponse(
+                open(path, "rb"),
+                as_attachment=True,
+                filename=os.path.basename(path),
+                content_type="application/octet-stream",
+            )
         response = StreamingHttpResponse(_tar_gz(path, name), content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="{name}.tar.gz"'
         return response

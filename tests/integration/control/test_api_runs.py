@@ -189,3 +189,32 @@ def test_runs_list_newest_first_and_filters(project, make_run, make_project, use
     assert refused.status_code == 400
     assert refused.json()["message"].startswith("status: must be one of pending, queued, submitted, running")
     assert first.pk != third.pk
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "content_type"),
+    [
+        ("config.json", False, "application/octet-stream"),  # not application/json: bytes to save
+        ("attempt-1.log", False, "application/octet-stream"),
+        ("checkpoint-3", True, "application/gzip"),
+    ],
+)
+def test_an_artifact_downloads_with_a_media_type_the_schema_documents(
+    run, owner, storage_root, name, folder, content_type
+) -> None:
+    """Found by the API fuzzer: a folder answered application/gzip, which the schema did not document."""
+    from control.models import RunArtifact
+
+    path = storage_root / name
+    if folder:
+        path.mkdir()
+        (path / "config.json").write_text("{}")
+    else:
+        path.write_text("{}")
+    artifact = RunArtifact.objects.create(run=run, kind="checkpoint", step=3, uri=path.as_uri())
+    response = owner.get(API + f"runs/{run.pk}/artifacts/{artifact.pk}/download/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == content_type
+    schema = owner.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    documented = schema["paths"]["/api/v1/runs/{run_id}/artifacts/{artifact_id}/download/"]["get"]
+    assert set(documented["responses"]["200"]["content"]) == {"application/octet-stream", "application/gzip"}
