@@ -81,7 +81,8 @@ LR_KEYS = (
     "ppo_epochs, warmup_ratio, weight_decay"
 )
 SECTIONS = (
-    "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking, warm_start"
+    "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking, "
+    "warm_start"
 )
 
 
