@@ -20,7 +20,8 @@ ALGO_KEYS = (
     "ppo_epochs, warmup_ratio, weight_decay"
 )
 TOP_KEYS = (
-    "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking, warm_start"
+    "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking, "
+    "warm_start"
 )
 SCHEDULE_WORDS = "must be dynamic, average, a number or a non-empty list of [fraction, threshold]"
 
