@@ -15,7 +15,11 @@ import pytest
 import torch
 
 from tests.integration.trainer.ray_probe import ADVANTAGES, LENGTHS, UPDATE
-from tests.integration.trainer.test_ray_engine import _assert_same_weights, _config, _probe, _single_process
+from tests.integration.trainer.test_ray_engine import (
+    _assert_same_update,
+    _config,
+    _probe,
+)
 from tests.unit.trainer.algo.conftest import make_rollouts
 from trainer.config import TrainConfig
 from trainer.engine.build import build_local_policy, build_processor_for
@@ -37,15 +41,7 @@ def _zero_config(root: Path, stage: int) -> TrainConfig:
 def test_two_zero_workers_update_the_weights_as_one_process_does(
     ray_head, synth_dir, tmp_path, stage
 ) -> None:
-    config = _zero_config(synth_dir, stage)
-    want, want_metrics, before = _single_process(config)
-    result = _probe(ray_head, "update", config, tmp_path)
-    assert "error" not in result, result.get("error")
-    _assert_same_weights(result["weights"], want, before)
-    metrics = result["metrics"]
-    assert metrics["actor/optimizer_steps"] == want_metrics["actor/optimizer_steps"] == 2.0
-    for key in ("actor/pg_loss", "actor/entropy", "actor/clipfrac", "actor/grad_norm", "actor/ppo_kl"):
-        assert metrics[key] == pytest.approx(want_metrics[key], rel=1e-4, abs=1e-6), key
+    metrics, _ = _assert_same_update(ray_head, _zero_config(synth_dir, stage), tmp_path)
     # ZeRO keeps the gradients in flat partitions: no per-layer norms
     assert not [k for k in metrics if k.startswith("grad_norm/")]
 

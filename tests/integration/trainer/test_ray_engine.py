@@ -86,9 +86,11 @@ def _assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
     assert differing < 1e-3 * total, f"{differing} of {total} elements differ"
 
 
-@pytest.mark.parametrize("sharding", ["none", "fsdp"])
-def test_two_workers_update_the_weights_as_one_process_does(ray_head, synth_dir, tmp_path, sharding) -> None:
-    config = _config(synth_dir, sharding=sharding)
+def _assert_same_update(ray_head, config, tmp_path: Path) -> tuple[dict, dict]:
+    """Two workers' update of ``config`` against one process's: weights and actor metrics equal.
+
+    Returns both metric dicts for checks of their own.
+    """
     want, want_metrics, before = _single_process(config)
     result = _probe(ray_head, "update", config, tmp_path)
     assert "error" not in result, result.get("error")
@@ -97,6 +99,12 @@ def test_two_workers_update_the_weights_as_one_process_does(ray_head, synth_dir,
     assert metrics["actor/optimizer_steps"] == want_metrics["actor/optimizer_steps"] == 2.0
     for key in ("actor/pg_loss", "actor/entropy", "actor/clipfrac", "actor/grad_norm", "actor/ppo_kl"):
         assert metrics[key] == pytest.approx(want_metrics[key], rel=1e-4, abs=1e-6), key
+    return metrics, want_metrics
+
+
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_two_workers_update_the_weights_as_one_process_does(ray_head, synth_dir, tmp_path, sharding) -> None:
+    metrics, want_metrics = _assert_same_update(ray_head, _config(synth_dir, sharding=sharding), tmp_path)
     layers = [k for k in want_metrics if k.startswith("grad_norm/")]
     assert layers and all(metrics[k] == pytest.approx(want_metrics[k], rel=1e-4, abs=1e-7) for k in layers)
 
