@@ -13,7 +13,6 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from control.api.base import ProjectApi, StrictSerializer, paginated
-from control.api.pagination import PagePagination
 from control.errors import NotFound
 from control.models import ApiToken, Run
 from control.selectors.projects import check_can_write, object_get_for_user
@@ -102,9 +101,6 @@ def _editable_run(request, run_id: int) -> Run:
 
 
 class RunTokenListApi(ProjectApi):
-    # Named so that the schema shows the page object and its page and page_size parameters.
-    pagination_class = PagePagination
-
     @extend_schema(responses=RunTokenOutput(many=True))
     def get(self, request, run_id: int):
         """The tokens of the run's jobs (one per attempt submitted), newest first, without their secret."""
