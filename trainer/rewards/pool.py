@@ -19,10 +19,12 @@ import multiprocessing as mp
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
+from multiprocessing.util import Finalize
 from typing import Any
 
 from trainer.rewards.requests import TIMEOUT, RewardRequest, RewardResult, zero_result
@@ -33,6 +35,8 @@ _FORKSERVER_MODULE = "trainer.rewards._forkserver"  # makes the forkserver ignor
 MAX_START_FAILURES = 3
 # A worker gets this long to import and warm up before it counts as failed to start.
 START_TIMEOUT_S = 120.0
+# Pools left open are closed at interpreter exit, before multiprocessing waits for its children.
+_EXIT_PRIORITY = 100
 
 
 def _context(start_method: str | None) -> Any:
@@ -76,6 +80,12 @@ class _Worker:
     @property
     def busy(self) -> bool:
         return self.done < len(self.chunk)
+
+
+def _close_pool(ref: weakref.ref[RewardPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.close()
 
 
 def _group_key(request: RewardRequest) -> tuple[str, str]:
@@ -141,6 +151,13 @@ class RewardPool:
         self._workers: list[_Worker] = [self._start_worker() for _ in range(workers)]
         self._thread = threading.Thread(target=self._run, name="reward-pool", daemon=True)
         self._thread.start()
+        # The workers ignore SIGTERM, and at exit multiprocessing terminates (SIGTERM) then
+        # joins every child: a pool still open would hang the exit. An atexit handler is not
+        # enough: multiprocessing re-registers its own last whenever its logger is first asked
+        # for, and it then runs first. Its finalizers of priority >= 0 run before it joins.
+        self._exit_finalizer = Finalize(
+            self, _close_pool, args=(weakref.ref(self),), exitpriority=_EXIT_PRIORITY
+        )
 
     # -- public -------------------------------------------------------------------------
     def score(self, items: Sequence[RewardRequest]) -> list[RewardResult]:
@@ -172,6 +189,7 @@ class RewardPool:
             if self._closing:
                 return
             self._closing = True
+        self._exit_finalizer.cancel()
         self._wake()
         self._thread.join()
         for fd in (self._wake_r, self._wake_w):

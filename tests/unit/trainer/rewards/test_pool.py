@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -158,3 +161,21 @@ def test_arguments_and_closed_pool():
     pool.close()  # idempotent
     with pytest.raises(RuntimeError, match="the reward pool is closed"):
         pool.score([RewardRequest("x", MATH)])
+
+
+def test_a_pool_left_open_does_not_hang_the_interpreter_exit():
+    """The workers ignore SIGTERM; multiprocessing's exit handler, moved last by its logger,
+    would otherwise wait for them forever (a process that never ends)."""
+    code = textwrap.dedent(
+        """
+        import multiprocessing
+        from trainer.rewards import RewardPool, RewardRequest
+        pool = RewardPool(workers=1, timeout_s=5)
+        request = RewardRequest("\\\\boxed{2}", {"verifier": "mathverify", "ground_truth": "\\\\boxed{2}"})
+        print(pool.score([request])[0].rewards["accuracy_reward"], flush=True)
+        multiprocessing.get_logger()  # re-registers multiprocessing's exit handler after the pool's start
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.0"
