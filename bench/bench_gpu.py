@@ -313,6 +313,11 @@ def environment(cuda: bool) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
     }
+    for optional in ("deepspeed", "vllm"):
+        try:
+            info[optional] = __import__(optional).__version__
+        except ImportError:
+            info[optional] = None
     if cuda:
         info["device_count"] = torch.cuda.device_count()
         info["device_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30

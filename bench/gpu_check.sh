@@ -16,6 +16,8 @@
 # size ran, 1 otherwise. SIZES (default "tiny 2b 7b"), SIZE_LIMIT_S (default: each size's own),
 # ARCH (default qwen2_vl), STEPS (3), PROMPTS (8), N (8) and RESPONSE_LENGTH (128) change the
 # workload; extra arguments go to every bench_gpu.py call (for example --set engine.sharding=fsdp).
+# TAG (default empty) is added to the names of the files of a size (bench-7b-deepspeed.json with
+# TAG=-deepspeed), so that several engines can be checked in one call.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,6 +29,7 @@ STEPS="${STEPS:-3}"
 PROMPTS="${PROMPTS:-8}"
 N="${N:-8}"
 RESPONSE_LENGTH="${RESPONSE_LENGTH:-128}"
+TAG="${TAG:-}"
 BUDGET_S="${GPU_CHECK_BUDGET_S:-330}"
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -79,8 +82,8 @@ run_size() {  # run_size SIZE LIMIT_S [bench_gpu.py arguments...]
     # No pipe: a process left behind by a killed run could hold it open and stall the check.
     timeout -k 15 "$limit" python3 bench/bench_gpu.py --sizes "$size" --arch "$ARCH" --steps "$STEPS" \
         --prompts "$PROMPTS" --n "$N" --max-response-length "$RESPONSE_LENGTH" --data "$WORK/synth" \
-        --workdir "$WORK/$size" --out "$OUT/bench-$size.json" "$@" > "$OUT/bench-$size.log" 2>&1 || rc=$?
-    cat "$OUT/bench-$size.log"
+        --workdir "$WORK/$size$TAG" --out "$OUT/bench-$size$TAG.json" "$@" > "$OUT/bench-$size$TAG.log" 2>&1 || rc=$?
+    cat "$OUT/bench-$size$TAG.log"
     if ((rc != 0)); then
         if ((rc == 124 || rc == 137)); then echo "== $size: timed out after ${limit} s"; fi
         echo "== $size: exit status $rc"

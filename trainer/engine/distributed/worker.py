@@ -43,7 +43,7 @@ from trainer.engine.distributed.collective import TorchCollective, free_port, jo
 from trainer.engine.distributed.zero import (
     full_optimizer_state,
     full_weights,
-    gathered_parameters,
+    generation_ready,
     group_names,
     load_full_weights,
     load_optimizer_state,
@@ -181,7 +181,7 @@ class PolicyWorker:
     ) -> list[Rollout]:
         """``n`` responses for each of this worker's prompts (none: it still joins the gathering)."""
         assert self.model is not None
-        with gathered_parameters(self.model) if self.zero is not None else gathered(self.units):
+        with generation_ready(self.zero.engine) if self.zero is not None else gathered(self.units):
             if not prompts:
                 return []
             return self.backend.generate(

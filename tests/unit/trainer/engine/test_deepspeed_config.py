@@ -53,7 +53,7 @@ def test_deepspeed_config_of_a_cpu_float32_run() -> None:
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
-    }
+    }  # without offload, no zero_force_ds_cpu_optimizer
 
 
 def test_deepspeed_config_of_a_bfloat16_zero3_run_with_offload() -> None:
@@ -67,6 +67,10 @@ def test_deepspeed_config_of_a_bfloat16_zero3_run_with_offload() -> None:
         "offload_optimizer": {"device": "cpu"},
         "offload_param": {"device": "cpu"},
     }
+    # the trainer's own AdamW steps on the CPU copies; DeepSpeed refuses a client optimizer
+    # under offload unless told (found on a GPU: "You are using ZeRO-Offload with a client
+    # provided optimizer")
+    assert built["zero_force_ds_cpu_optimizer"] is False
 
 
 def test_deepspeed_without_the_package_is_refused_with_the_install_command() -> None:
