@@ -324,6 +324,11 @@ def run_seed(
             str(args.sft_lr),
             "--log-every",
             "50",
+            *(
+                ("--target-accuracy", str(args.sft_target), "--eval-every", str(args.sft_eval_every))
+                if args.sft_target
+                else ()
+            ),
             log=out / "sft.log",
             threads=args.sft_threads,
         )
@@ -355,7 +360,16 @@ def run_seed(
         _trainers(jobs, threads=args.threads)
     timings["grpo"] = time.perf_counter() - grpo_started
     curves = {run: eval_curves(out / run / "metrics.jsonl") for run in runs}
-    return {"timings_s": timings, "curves": curves}
+    return {"timings_s": timings, "curves": curves, "warm_start": warm_start_record(sft_dir)}
+
+
+def warm_start_record(sft_dir: Path) -> dict[str, Any]:
+    """Steps of the warm-start, and (with a target) when each source reached it and the dev evaluations."""
+    try:
+        summary = json.loads((sft_dir / "sft_summary.json").read_text(encoding="utf-8"))["summary"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {key: summary.get(key) for key in ("steps", "seconds", "reached", "evaluations")}
 
 
 def _cell(v: dict[str, float] | None) -> str:
@@ -404,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-steps", type=int, default=1200)
     parser.add_argument("--sft-batch-size", type=int, default=16)
     parser.add_argument("--sft-lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--sft-target",
+        type=float,
+        default=None,
+        help="stop warm-starting a source once its dev accuracy reaches this (trainer sft --target-accuracy)",
+    )
+    parser.add_argument("--sft-eval-every", type=int, default=200, help="steps between those evaluations")
     parser.add_argument(
         "--reuse-warm-start",
         action="store_true",
@@ -464,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                     for run in runs
                     if (path := out / f"seed-{seed}" / run / "metrics.jsonl").is_file()
                 },
+                "warm_start": warm_start_record(out / f"seed-{seed}" / "sft"),
             }
             for seed in seeds
         }
@@ -487,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 "timings_s": results[seed]["timings_s"],
                 "sources": tables[seed],
                 "curves": result["curves"],
+                "warm_start": result.get("warm_start", {}),
             }
             for seed, result in results.items()
         },
@@ -494,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print_report(tables, summary, n)
     for seed, result in sorted(results.items()):
+        reached = (result.get("warm_start") or {}).get("reached")
+        if reached:
+            when = ", ".join(f"{source} at step {step}" for source, step in sorted(reached.items()))
+            print(f"warm-start, seed {seed}: target reached by {when}")
         if not result["timings_s"]:
             continue
         stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in result["timings_s"].items())

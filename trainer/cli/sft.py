@@ -21,6 +21,17 @@ from trainer.cli.train import resolve
 from trainer.config import ConfigError
 
 
+def accuracy(text: str) -> float:
+    """An accuracy in (0, 1] for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``sft`` command."""
     add_config_arguments(parser, set_example="model.path=tiny:qwen2_vl:small")
@@ -32,6 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-every", type=non_negative_int, default=10, help="a loss line every N steps (10)"
     )
+    parser.add_argument(
+        "--target-accuracy",
+        type=accuracy,
+        help="stop training a source once its greedy accuracy on its dev rows (the last rows of its "
+        "training split, never trained on) reaches this, e.g. 0.5 (default: train every source to the end)",
+    )
+    parser.add_argument(
+        "--eval-every", type=positive_int, default=200, help="steps between dev evaluations (200)"
+    )
+    parser.add_argument("--eval-rows", type=positive_int, default=48, help="dev rows per source (48)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(output_dir=None)
 
@@ -60,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         warmup_steps=args.warmup_steps,
         log_every=args.log_every,
+        target_accuracy=args.target_accuracy,
+        eval_every=args.eval_every,
+        eval_rows=args.eval_rows,
     )
     try:
         summary = run_sft(
@@ -74,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     for line in summary.skipped_rows:
         print(f"warning: {line}", file=sys.stderr)
     last = summary.losses[-1] if summary.losses else float("nan")
+    for name, step in summary.reached.items():
+        print(f"sft: {name} reached accuracy {args.target_accuracy:g} at step {step}", flush=True)
     print(
         f"sft: {summary.steps} step(s), {summary.samples} sample(s), final loss {last:.4f}, "
         f"{summary.seconds:.1f} s; model in {args.out}",

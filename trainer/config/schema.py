@@ -441,6 +441,15 @@ class WarmStartConfig(Section):
     )
     lr: float = Field(2e-3, gt=0, le=1.0, description="AdamW learning rate of the warm-start.")
     batch_size: int = Field(16, ge=1, le=65_536, description="Samples per warm-start step.")
+    target_accuracy: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Stop training a source once its greedy accuracy on held-out training rows reaches "
+        "this (GRPO then starts it with headroom); null = train every source for all the steps.",
+    )
+    eval_every: int = Field(200, ge=1, le=1_000_000, description="Steps between those evaluations.")
+    eval_rows: int = Field(48, ge=1, le=10_000, description="Training rows held out per source for them.")
 
 
 class CheckpointConfig(Section):

@@ -37,9 +37,11 @@ from trainer.engine.build import build_model, build_processor_for, device_for_ru
 from trainer.engine.prompts import PromptItem, prepare_item
 from trainer.engine.sources import SourceData, load_sources
 from trainer.models import GROUPS, param_groups
+from trainer.rewards import RewardPool
 from trainer.rollout.batch import collate
 from trainer.rollout.prompts import encode_prompt
 from trainer.rollout.types import Rollout
+from trainer.sft.dev_eval import dev_accuracy, dev_items, dev_rows
 from trainer.sft.targets import target_response
 
 SUMMARY_FILE = "sft_summary.json"
@@ -56,6 +58,10 @@ class SFTOptions:
     lr: float = 1e-3  # AdamW learning rate of every trainable group
     warmup_steps: int = 10  # linear warm-up, then constant
     log_every: int = 10  # a progress line every N steps (0 = none)
+    # Stop training a source once its greedy accuracy on its dev rows reaches this (None: never).
+    target_accuracy: float | None = None
+    eval_every: int = 200  # steps between dev evaluations (with a target)
+    eval_rows: int = 48  # dev rows held out per source (with a target)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -68,6 +74,15 @@ class SFTOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("eval_every", "eval_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        target = self.target_accuracy
+        if target is not None and not (
+            isinstance(target, int | float) and not isinstance(target, bool) and 0 < target <= 1
+        ):
+            raise ValueError(f"target_accuracy must be a number in (0, 1] or None, got {target!r}")
 
 
 @dataclass
@@ -80,6 +95,10 @@ class SFTSummary:
     losses: list[float] = field(default_factory=list)
     skipped_rows: list[str] = field(default_factory=list)
     out_dir: str = ""
+    # With a target accuracy: each dev evaluation ({"step": S, "accuracy": {source: A}}), and
+    # the step after which each source that reached the target was no longer trained.
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    reached: dict[str, int] = field(default_factory=dict)
 
 
 def eos_token_id(processor: ProcessorMixin) -> int:
@@ -138,11 +157,12 @@ def _draw(
     config: TrainConfig,
     count: int,
     skipped: list[str],
+    first_draw: int = 0,
 ) -> list[PromptItem]:
     items: list[PromptItem] = []
     bad = 0
     while len(items) < count:
-        draw = sampler.draws
+        draw = first_draw + sampler.draws
         name, index = next(sampler)
         source = data[name]
         try:
@@ -192,32 +212,60 @@ def run_sft(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
     )
-    sampler = MixtureSampler(
-        {name: len(d.train) for name, d in data.items()},
-        {name: d.weight for name, d in data.items()},
-        seed=config.seed,
-    )
+    sizes = {name: len(d.train) for name, d in data.items()}
+    held = dev_rows(sizes, options.eval_rows) if options.target_accuracy is not None else {}
+    trained = {name: size - held.get(name, 0) for name, size in sizes.items()}
+    weights = {name: d.weight for name, d in data.items()}
+    sampler = MixtureSampler(trained, weights, seed=config.seed)
+    earlier_draws = 0  # draws of the samplers before a source was dropped (prompt-pool keys)
+    dev = dev_items(data, held, config) if held else {}
+    reward_pool = RewardPool(workers=1, timeout_s=config.reward.timeout_s) if dev else None
     pool = PromptPool(config.seed) if config.data.prompt_pool else None
     pad, eos = pad_token_id(processor), eos_token_id(processor)
     params = [p for group in groups for p in group["params"]]
     summary = SFTSummary(out_dir=str(out_dir))
-    for step in range(1, options.steps + 1):
-        items = _draw(sampler, data, pool, config, options.batch_size, summary.skipped_rows)
-        examples = [
-            build_example(processor, item, box_coordinates=config.data.box_coordinates, eos_id=eos)
-            for item in items
-        ]
-        optimizer.zero_grad(set_to_none=True)
-        loss = sft_loss(model, examples, pad_token_id=pad, micro_batch_size=config.algo.micro_batch_size)
-        if not math.isfinite(loss):
-            raise ValueError(f"warm-start step {step}: the loss is {loss}; lower --lr")
-        torch.nn.utils.clip_grad_norm_(params, config.algo.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        summary.steps, summary.samples = step, summary.samples + len(examples)
-        summary.losses.append(loss)
-        if options.log_every and (step % options.log_every == 0 or step == options.steps):
-            log(f"sft: step {step}/{options.steps} | loss {loss:.4f} | {time.perf_counter() - started:.1f} s")
+    try:
+        for step in range(1, options.steps + 1):
+            items = _draw(
+                sampler, data, pool, config, options.batch_size, summary.skipped_rows, earlier_draws
+            )
+            examples = [
+                build_example(processor, item, box_coordinates=config.data.box_coordinates, eos_id=eos)
+                for item in items
+            ]
+            optimizer.zero_grad(set_to_none=True)
+            loss = sft_loss(model, examples, pad_token_id=pad, micro_batch_size=config.algo.micro_batch_size)
+            if not math.isfinite(loss):
+                raise ValueError(f"warm-start step {step}: the loss is {loss}; lower --lr")
+            torch.nn.utils.clip_grad_norm_(params, config.algo.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            summary.steps, summary.samples = step, summary.samples + len(examples)
+            summary.losses.append(loss)
+            if options.log_every and (step % options.log_every == 0 or step == options.steps):
+                elapsed = time.perf_counter() - started
+                log(f"sft: step {step}/{options.steps} | loss {loss:.4f} | {elapsed:.1f} s")
+            if reward_pool is not None and step % options.eval_every == 0 and step < options.steps:
+                active = {name: dev[name] for name in dev if name not in summary.reached}
+                accuracy = dev_accuracy(model, processor, active, config, reward_pool)
+                summary.evaluations.append({"step": step, "accuracy": accuracy})
+                done = sorted(n for n, a in accuracy.items() if a >= options.target_accuracy)
+                summary.reached |= {name: step for name in done}
+                shown = " ".join(f"{name} {value:.2f}" for name, value in accuracy.items())
+                log(
+                    f"sft: step {step} dev accuracy {shown}"
+                    + (f"; stops training {', '.join(done)}" if done else "")
+                )
+                if done:
+                    weights = {n: 0.0 if n in summary.reached else w for n, w in weights.items()}
+                    if not any(weights.values()):
+                        log(f"sft: every source reached accuracy {options.target_accuracy:g}; stopping")
+                        break
+                    earlier_draws += sampler.draws
+                    sampler = MixtureSampler(trained, weights, seed=config.seed + step)
+    finally:
+        if reward_pool is not None:
+            reward_pool.close()
     model.eval()
     summary.seconds = time.perf_counter() - started
     with atomic_directory(out_dir) as tmp:

@@ -29,6 +29,9 @@ def warm_start_options(config: TrainConfig) -> SFTOptions:
         lr=section.lr,
         warmup_steps=min(10, section.steps),
         log_every=max(1, section.steps // 10),
+        target_accuracy=section.target_accuracy,
+        eval_every=section.eval_every,
+        eval_rows=section.eval_rows,
     )
 
 
@@ -63,6 +66,12 @@ def warm_started(
         "lr": options.lr,
         "seed": config.seed,
     }
+    if options.target_accuracy is not None:  # records of warm-starts without a target stay valid
+        wanted |= {
+            "target_accuracy": options.target_accuracy,
+            "eval_every": options.eval_every,
+            "eval_rows": options.eval_rows,
+        }
     if _made_by(out) == wanted:
         log(f"train: warm-start: reusing {out}")
     else:

@@ -99,6 +99,21 @@ def test_options_of_the_section() -> None:
         10,
         25,
     )
+    assert options.target_accuracy is None
+    data["warm_start"] |= {"target_accuracy": 0.55, "eval_every": 100, "eval_rows": 32}
+    options = warm_start_options(config_from_dict(data))
+    assert (options.target_accuracy, options.eval_every, options.eval_rows) == (0.55, 100, 32)
+
+
+def test_a_target_accuracy_is_part_of_the_record_a_resume_must_match(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _warm(_config_data(data_dir, out))
+    _, lines = _warm(_config_data(data_dir, out, target_accuracy=0.5, eval_every=2))
+    assert any("supervised step(s)" in line for line in lines), lines  # made again, not reused
+    record = json.loads((out / WARM_START_DIR / "sft_summary.json").read_text())
+    assert record["warm_start"]["target_accuracy"] == 0.5 and record["warm_start"]["eval_every"] == 2
+    _, lines = _warm(_config_data(data_dir, out, target_accuracy=0.5, eval_every=2))
+    assert lines == [f"train: warm-start: reusing {out / WARM_START_DIR}"]
 
 
 @pytest.mark.parametrize(
@@ -109,6 +124,11 @@ def test_options_of_the_section() -> None:
         ({"lr": 0}, "warm_start.lr"),
         ({"batch_size": 0}, "warm_start.batch_size"),
         ({"epochs": 2}, "warm_start.epochs"),
+        ({"target_accuracy": 0}, "warm_start.target_accuracy"),
+        ({"target_accuracy": 1.2}, "warm_start.target_accuracy"),
+        ({"target_accuracy": "most"}, "warm_start.target_accuracy"),
+        ({"eval_every": 0}, "warm_start.eval_every"),
+        ({"eval_rows": 0}, "warm_start.eval_rows"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(values: dict, field: str) -> None:
