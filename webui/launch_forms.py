@@ -69,6 +69,14 @@ HYPER_FIELDS: tuple[ConfigField, ...] = (
         "supervised steps on the sources' ground truths before GRPO; 0 = none (a random-init model "
         "is almost never rewarded)",
     ),
+    ConfigField(
+        "warm_start_target",
+        ("warm_start", "target_accuracy"),
+        "Warm-start target accuracy",
+        "stop warm-starting a source once it answers this share of held-out rows right (e.g. 0.5), "
+        "so that GRPO starts it with room to learn; empty = train every source for all the steps",
+        True,
+    ),
     ConfigField("algo_lr", ("algo", "lr"), "Learning rate", "AdamW learning rate of every trained group"),
     ConfigField("lr_vit", ("model", "lr", "vit"), "LR of the vision tower", "empty = algo.lr", True),
     ConfigField("lr_connector", ("model", "lr", "connector"), "LR of the connector", "empty = algo.lr", True),
@@ -273,6 +281,7 @@ class LaunchForm(forms.Form):
     warm_start_steps = forms.IntegerField(
         required=False, min_value=0, max_value=1_000_000, error_messages=WHOLE
     )
+    warm_start_target = forms.FloatField(required=False, error_messages=NUMBER)
     algo_lr = forms.FloatField(required=False, error_messages=NUMBER)
     lr_vit = forms.FloatField(required=False, error_messages=NUMBER)
     lr_connector = forms.FloatField(required=False, error_messages=NUMBER)

@@ -150,6 +150,7 @@ def test_a_launch_queues_a_run_with_its_mixture_and_only_the_changed_fields(
         description=HOSTILE,
         rollout_n="4",
         warm_start_steps="300",
+        warm_start_target="0.5",
         lr_llm="1e-4",
         iou_schedule="0.1:0.85, 0.25:0.95, 1.0:0.99",
         advanced="eval:\n  every: 0\n",
@@ -178,7 +179,7 @@ def test_a_launch_queues_a_run_with_its_mixture_and_only_the_changed_fields(
     )
     assert run.config == {
         "model": {"lr": {"llm": 1e-4}},
-        "warm_start": {"steps": 300},
+        "warm_start": {"steps": 300, "target_accuracy": 0.5},
         "rollout": {"n": 4},
         "reward": {"iou_schedule": [[0.1, 0.85], [0.25, 0.95], [1.0, 0.99]]},
         "eval": {"every": 0},
@@ -233,6 +234,8 @@ PLACEHOLDER = (
         ({"rollout_n": "1"}, "rollout_n", GRPO_ONE),
         ({"warm_start_steps": "-5"}, "warm_start_steps", "Ensure this value is greater than or equal to 0."),
         ({"warm_start_steps": "2.5"}, "warm_start_steps", "must be a whole number"),
+        ({"warm_start_target": "1.5"}, "warm_start_target", "must be <= 1, got 1.5"),
+        ({"warm_start_target": "most"}, "warm_start_target", "must be a number"),
         ({"rollout_temperature": "0"}, "rollout_temperature", "must be > 0, got 0.0"),
         (
             {"iou_schedule": "0.5:0.85, 0.25:0.95"},
@@ -292,6 +295,8 @@ PLACEHOLDER = (
         "grpo-group-of-one",
         "warm-start-negative",
         "warm-start-fraction",
+        "warm-start-target-above-one",
+        "warm-start-target-not-a-number",
         "temperature-zero",
         "iou-fractions-decrease",
         "iou-unreadable",
