@@ -9,6 +9,7 @@ launcher (``python -m control.launcher up``) fills ``DATABASE_URL``,
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
     "control.apps.ControlConfig",
     "webui.apps.WebuiConfig",
 ]
@@ -80,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a login refused for too many failures into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "control.urls"
@@ -168,6 +172,20 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 # STATIC_ROOT exists only after collectstatic; finders serve the files until then.
 warnings.filterwarnings("ignore", message="No directory at")
+
+# Login is rate-limited by django-axes: after AXES_FAILURE_LIMIT wrong passwords for one username from
+# one address, that pair is refused (429, a page saying when to retry) for the cool-off, even with the
+# right password. Failures are counted in the database; a successful login clears them. Bearer tokens
+# (API and run-scoped) never go through ``authenticate()``, so the lockout does not touch them.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
