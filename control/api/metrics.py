@@ -19,6 +19,10 @@ from control.services.metrics import MAX_POINTS_PER_REQUEST, PointIn, metric_poi
 from control.services.runs import run_mark_running
 
 METRIC_NAME_RE = r"^[A-Za-z0-9_./@:+\-]{1,200}$"
+# A point's source is a source name of the run (the trainer's rule for them), or empty for the
+# run as a whole: it is shown in chart legends, alert messages and filters.
+SOURCE_NAME_RE = r"^[A-Za-z0-9_.\-]{0,200}$"
+SOURCE_NAME_RULE = "must be empty or up to 200 letters, digits, '_', '.' or '-' (a source name of the run)"
 
 
 class MetricPointInput(StrictSerializer):
@@ -28,6 +32,8 @@ class MetricPointInput(StrictSerializer):
     value = serializers.FloatField(allow_null=True)
 
     def validate_source(self, value: str | None) -> str:
+        if value and _SOURCE_NAME.fullmatch(value) is None:  # after the field's own checks
+            raise serializers.ValidationError(SOURCE_NAME_RULE)
         return value or ""
 
 
@@ -36,8 +42,8 @@ class MetricIngestInput(StrictSerializer):
 
 
 _METRIC_NAME = re.compile(METRIC_NAME_RE[1:-1])  # the pattern without anchors, for fullmatch
+_SOURCE_NAME = re.compile(SOURCE_NAME_RE[1:-1])
 _MAX_STEP = 2**31 - 1
-_MAX_SOURCE_LENGTH = 200
 
 
 def points_accepted_as_is(data: object) -> list[PointIn] | None:
@@ -82,15 +88,10 @@ def points_accepted_as_is(data: object) -> list[PointIn] | None:
         elif type(source) is not str:
             return None
         elif source not in sources:
-            # CharField trims surrounding whitespace and refuses NUL and lone surrogates (which
-            # UTF-8 cannot encode); such sources go to the serializer.
-            if len(source) > _MAX_SOURCE_LENGTH or "\x00" in source or source.strip() != source:
+            # Anything else (surrounding spaces the serializer trims, a character outside the
+            # rule) goes to the serializer, which trims or words the error.
+            if _SOURCE_NAME.fullmatch(source) is None:
                 return None
-            if not source.isascii():
-                try:
-                    source.encode()
-                except UnicodeEncodeError:
-                    return None
             sources.add(source)
         if value is not None:
             if type(value) is int:

@@ -264,18 +264,28 @@ def test_hostile_strings_are_stored_verbatim(method, route, name, read, value, w
     assert Run.objects.count() >= 2  # the table is still there
 
 
-@pytest.mark.parametrize("value", HOSTILE_KEPT)
-def test_hostile_metric_sources_and_tags_are_stored_verbatim(value, world, owner):
+SOURCE_RULE = "must be empty or up to 200 letters, digits, '_', '.' or '-' (a source name of the run)"
+
+
+@pytest.mark.parametrize(
+    "value", [*HOSTILE_KEPT, '<a href="https://evil.example/login" target="_self">Re-login required</a>']
+)
+def test_a_metric_source_outside_the_source_name_rule_is_refused_and_tags_are_stored_verbatim(
+    value, world, owner
+):
+    from control.models import MetricPoint
+
+    before = MetricPoint.objects.count()
     point = {"step": 1, "key": "reward/final", "source": value, "value": 0.5}
-    assert (
-        owner.post(_path("runs/{run}/metrics/", world), {"points": [point]}, format="json").status_code == 200
-    )
-    got = owner.get(_path("runs/{run}/metrics/", world), {"source": value}).json()["results"]
-    assert [(p["source"], p["value"]) for p in got] == [(value, 0.5)]
-    response = owner.patch(_path("data-sources/{source}/", world), {"tags": [value]}, format="json")
+    response = owner.post(_path("runs/{run}/metrics/", world), {"points": [point]}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["message"] == f"points: 0: source: {SOURCE_RULE}"
+    assert MetricPoint.objects.count() == before
+    tag = value[:64]
+    response = owner.patch(_path("data-sources/{source}/", world), {"tags": [tag]}, format="json")
     assert response.status_code == 200, response.content[:300]
-    assert response.json()["tags"] == [value]
-    listed = owner.get(API + "data-sources/", {"tag": value}).json()["results"]
+    assert response.json()["tags"] == [tag]
+    listed = owner.get(API + "data-sources/", {"tag": tag}).json()["results"]
     assert [s["id"] for s in listed] == [world.source.pk]
 
 
