@@ -17,6 +17,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from trainer.config import TrainConfig
 from trainer.data.images import ImageError
+from trainer.data.prompt_pool import PromptPool
 from trainer.engine.prompts import PromptItem, prepare_item
 from trainer.engine.scoring import reward_request
 from trainer.engine.sources import SourceData
@@ -38,9 +39,14 @@ def dev_rows(sizes: Mapping[str, int], rows: int) -> dict[str, int]:
 
 
 def dev_items(
-    data: Mapping[str, SourceData], held: Mapping[str, int], config: TrainConfig
+    data: Mapping[str, SourceData], held: Mapping[str, int], config: TrainConfig, pool: PromptPool | None
 ) -> dict[str, list[PromptItem]]:
-    """The dev prompts of every source that holds some out (unusable rows are left out)."""
+    """The dev prompts of every source that holds some out (unusable rows are left out).
+
+    ``pool`` is the prompt pool the warm-start trains with (its instructions are part of every
+    training prompt; GRPO's own evaluation adds them too): without it the prompts would not be
+    the ones the model learns to answer.
+    """
     items: dict[str, list[PromptItem]] = {}
     for name, count in held.items():
         train = data[name].train
@@ -52,7 +58,7 @@ def dev_items(
                         name,
                         train[index],
                         key=("sft-dev", index),
-                        pool=None,
+                        pool=pool,
                         min_pixels=config.model.min_pixels,
                         max_pixels=config.model.max_pixels,
                     )

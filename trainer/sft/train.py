@@ -218,9 +218,9 @@ def run_sft(
     weights = {name: d.weight for name, d in data.items()}
     sampler = MixtureSampler(trained, weights, seed=config.seed)
     earlier_draws = 0  # draws of the samplers before a source was dropped (prompt-pool keys)
-    dev = dev_items(data, held, config) if held else {}
-    reward_pool = RewardPool(workers=1, timeout_s=config.reward.timeout_s) if dev else None
     pool = PromptPool(config.seed) if config.data.prompt_pool else None
+    dev = dev_items(data, held, config, pool) if held else {}
+    reward_pool = RewardPool(workers=1, timeout_s=config.reward.timeout_s) if dev else None
     pad, eos = pad_token_id(processor), eos_token_id(processor)
     params = [p for group in groups for p in group["params"]]
     summary = SFTSummary(out_dir=str(out_dir))
