@@ -3,7 +3,8 @@
 Usage::
 
     python bench/learning_curve.py [--seeds 0,1,2] [--parallel-seeds] [--out var/learning_curve]
-        [--data var/synth-lc] [--threads 1] [--sft-threads 2] [--sft-steps 1200] [--grpo-steps N]
+        [--data var/synth-lc] [--threads 1] [--sft-threads 2] [--sft-steps 2000] [--sft-target 0.5]
+        [--grpo-steps N]
         [--variant NAME:KEY=VALUE,KEY=VALUE ...] [--reuse-warm-start] [--report-only]
         [--png docs/learning_curve.png] [--set KEY=VALUE ...]
 
@@ -13,7 +14,8 @@ Each seed is a fully independent experiment on the ``tiny-cpu-demo`` preset, in 
 1. ``python -m trainer synth --seed S`` data in ``<data>/seed-<S>``, if it has none yet (2,000 rows
    per source, 10 % held out: 200 test rows per source, all of them evaluated);
 2. ``python -m trainer sft`` with ``seed=S`` for ``--sft-steps`` steps: the warm-start every run
-   of that seed starts from;
+   of that seed starts from. With ``--sft-target`` (default 0.5; 0 trains every source to the end)
+   it stops training a source once it answers that share of its dev rows right;
 3. ``python -m trainer train`` from that model with ``seed=S``, once per run, all at the same time
    on ``--threads`` each (``--sequential``: one after the other): ``grpo`` (``algo.advantage_sign:
    1``), ``control`` (``-1``: pushes the policy away from rewarded responses) and each
@@ -415,13 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sft-threads", type=int, default=2, help="torch threads of the warm-start (it runs alone)"
     )
-    parser.add_argument("--sft-steps", type=int, default=1200)
+    parser.add_argument("--sft-steps", type=int, default=2000)
     parser.add_argument("--sft-batch-size", type=int, default=16)
     parser.add_argument("--sft-lr", type=float, default=2e-3)
     parser.add_argument(
         "--sft-target",
         type=float,
-        default=None,
+        default=0.5,
         help="stop warm-starting a source once its dev accuracy reaches this (trainer sft --target-accuracy)",
     )
     parser.add_argument("--sft-eval-every", type=int, default=200, help="steps between those evaluations")
