@@ -7,7 +7,7 @@
 - :func:`export_policy` writes the policy as a Hugging Face model directory.
 """
 
-from trainer.checkpoint.atomic import atomic_directory
+from trainer.checkpoint.atomic import atomic_directory, save_torch
 from trainer.checkpoint.export import export_policy, write_policy
 from trainer.checkpoint.fingerprint import (
     DataFingerprinter,
@@ -56,6 +56,7 @@ __all__ = [
     "DataFingerprinter",
     "Resumable",
     "atomic_directory",
+    "save_torch",
     "capture_rng",
     "check_checkpoint",
     "check_resume",

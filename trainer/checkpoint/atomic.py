@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
@@ -86,3 +87,25 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save(obj, path)``, with a failed write raised as the ``OSError`` it was.
+
+    Given a path, torch writes through its own C++ stream and a full disk surfaces as
+    ``RuntimeError: ... iostream error`` or ``unexpected pos``; through a Python file, the
+    ``OSError`` of the write (ENOSPC, EFBIG) is the context of that RuntimeError, and is raised
+    instead so that callers and logs name the real cause.
+    """
+    import torch
+
+    try:
+        with open(path, "wb") as handle:
+            torch.save(obj, handle)
+    except RuntimeError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from exc

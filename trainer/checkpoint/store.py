@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from trainer.checkpoint.atomic import atomic_directory, remove_stale
+from trainer.checkpoint.atomic import atomic_directory, remove_stale, save_torch
 
 FORMAT_VERSION = 2  # 2: the weights only in policy/, the optimizer in optimizer.pt
 READABLE_FORMATS = (1, 2)  # 1: model and optimizer inside trainer_state.pt
@@ -116,7 +116,7 @@ def save_checkpoint(
     remove_stale(root)
     final = root / checkpoint_name(step)
     with atomic_directory(final) as tmp:
-        torch.save(dict(state), tmp / STATE_FILE)
+        save_torch(dict(state), tmp / STATE_FILE)
         if write_policy is not None:
             write_policy(tmp / POLICY_DIR)
         if write_files is not None:

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from trainer.algo import UpdateConfig, update_policy
-from trainer.checkpoint import POLICY_DIR, model_signature, write_policy
+from trainer.checkpoint import POLICY_DIR, model_signature, save_torch, write_policy
 from trainer.rollout import Rollout
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -136,7 +136,7 @@ class LocalPolicy:
     def save(self, directory: Path) -> None:
         write_policy(self.model, self.processor, directory / POLICY_DIR)
         optimizer = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        torch.save(optimizer, directory / OPTIMIZER_FILE)
+        save_torch(optimizer, directory / OPTIMIZER_FILE)
 
     def load(self, directory: Path) -> None:
         self.model.load_state_dict(read_policy_weights(self.model, directory / POLICY_DIR))

@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
 from trainer.algo import Shard, UpdateConfig, UpdateTotals, token_logprobs, update_policy_shard
 from trainer.algo.logprobs import SHARDED_LOGPROBS
 from trainer.algo.update import COMPUTE_DEVICE
-from trainer.checkpoint import POLICY_DIR, model_signature
+from trainer.checkpoint import POLICY_DIR, model_signature, save_torch
 from trainer.config import TrainConfig
 from trainer.engine.build import (
     build_model,
@@ -237,7 +237,7 @@ class PolicyWorker:
             return
         out = Path(directory)
         save_model(self.model, self.processor, out / POLICY_DIR, state_dict=weights)  # type: ignore[arg-type]
-        torch.save({"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}, out / OPTIMIZER_FILE)
+        save_torch({"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}, out / OPTIMIZER_FILE)
 
     def load(self, directory: str) -> None:
         """Load a checkpoint written by any number of workers (the states on disk are whole)."""

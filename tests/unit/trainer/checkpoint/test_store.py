@@ -131,7 +131,7 @@ def test_a_full_disk_during_save_leaves_the_previous_checkpoint_intact(tmp_path:
 
     def save_then_fail(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        Path(f).write_bytes(Path(f).read_bytes()[:100])  # half the bytes made it
+        f.truncate(100)  # part of the bytes made it
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store.torch, "save", save_then_fail)
@@ -216,3 +216,36 @@ def test_atomic_directory_replaces_only_on_success(tmp_path: Path) -> None:
         (tmp / "a").write_text("2")
         raise RuntimeError("boom")
     assert (final / "a").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_real_write_limit_during_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    """A real failing write, not a stand-in: the saving process may write no file larger than
+    64 KiB (RLIMIT_FSIZE; the kernel answers EFBIG, as it answers ENOSPC on a full disk)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    previous = _save(tmp_path, 2)
+    before = {p.name: p.read_bytes() for p in previous.iterdir()}
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        import torch
+        from trainer.checkpoint import save_checkpoint
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error from write(), not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+        try:
+            state = {{"step": 4, "weights": torch.zeros(1_000_000)}}
+            save_checkpoint({str(tmp_path)!r}, 4, state, keep_last=1)
+        except OSError as exc:
+            print("refused:", exc.errno)
+            sys.exit(0)
+        sys.exit("the save went through")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"refused: {errno.EFBIG}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002"]  # no temporary, no step 4
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
+    assert latest_complete(tmp_path).step == 2  # type: ignore[union-attr]
