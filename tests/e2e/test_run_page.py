@@ -83,6 +83,29 @@ class Trainer:
                 assert response.status == 200
 
 
+def _store(run, points: list[tuple]) -> None:
+    """Store points as the ingest API does (alerts, live broadcast, the run marked running), but
+    through the services, without the API's checks."""
+    from django.db import connection, transaction
+
+    from control.services.metrics import PointIn, metric_points_ingest
+    from control.services.runs import run_mark_running
+
+    def store() -> None:
+        try:
+            with transaction.atomic():
+                metric_points_ingest(run=run, points=[PointIn(s, k, v, src) for s, k, src, v in points])
+                run_mark_running(run=run)
+        finally:
+            connection.close()
+
+    # In a thread of its own, as a request is: the broadcast after commit cannot run in the
+    # thread of Playwright's event loop.
+    worker = threading.Thread(target=store)
+    worker.start()
+    worker.join()
+
+
 def _step_points(step: int, sources: list[str], threshold: float | None = None) -> list[tuple]:
     """One training step as the trainer reports it: per-source rewards and lengths, global
     optimisation and system metrics, gradient norms of a few layers."""
@@ -460,14 +483,15 @@ def test_a_hostile_source_name_stays_text(page, live_server_url, make_user, make
     hostile = make_source(project, HOSTILE)
     run = run_create(project=project, user=user, name=HOSTILE, sources=[SourceWeight(hostile, 1.0)])
     Run.objects.filter(pk=run.pk).update(status="submitted", attempt=1)
-    trainer = Trainer(live_server_url, run)
-    trainer.post([(s, "reward/final", HOSTILE, s / 10) for s in range(3)])
+    # The API refuses such a source name for metrics now; points stored before that rule (or by
+    # the service directly) must still show as text.
+    _store(run, [(s, "reward/final", HOSTILE, s / 10) for s in range(3)])
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.set_viewport_size(DESKTOP)
     errors = _open(page, live_server_url, run)
     page.locator('.chart[data-key="reward/final"]').wait_for()
-    trainer.post([(3, "reward/final", HOSTILE + "2", 0.5)])  # a new hostile source, live
+    _store(run, [(3, "reward/final", HOSTILE + "2", 0.5)])  # a new hostile source, live
     _wait_chart(page, "reward/final", "div.data.length === 2")
     # Hover the chart so Plotly renders the trace names.
     page.evaluate(
