@@ -13,17 +13,10 @@ from pathlib import Path
 
 from control.embedded import EmbeddedRay, EmbeddedRedis
 from control.launcher import parse_command
+from tests.unit.control.test_embedded_ray import PORTS
 
 LOOPBACK = "127.0.0.1"
 ANY = ("0.0.0.0", "::", "[::]")
-PORTS = {
-    "gcs": 41001,
-    "dashboard": 41002,
-    "agent": 41003,
-    "client": 41004,
-    "dashboard_metrics": 41005,
-    "autoscaler_metrics": 41006,
-}
 
 
 def _option(command: list[str], name: str) -> str:
