@@ -184,6 +184,22 @@ def _draw(
     return items
 
 
+def _record_evaluation(
+    summary: SFTSummary,
+    step: int,
+    accuracy: Mapping[str, float],
+    target: float,
+    log: Callable[[str], None],
+) -> list[str]:
+    """Note a dev evaluation in ``summary`` and log it; returns the sources that reached ``target``."""
+    summary.evaluations.append({"step": step, "accuracy": dict(accuracy)})
+    done = sorted(name for name, value in accuracy.items() if value >= target)
+    summary.reached |= {name: step for name in done}
+    shown = " ".join(f"{name} {value:.2f}" for name, value in accuracy.items())
+    log(f"sft: step {step} dev accuracy {shown}" + (f"; stops training {', '.join(done)}" if done else ""))
+    return done
+
+
 def run_sft(
     config: TrainConfig,
     sources: Sequence[ResolvedSource],
@@ -248,14 +264,7 @@ def run_sft(
             if reward_pool is not None and step % options.eval_every == 0 and step < options.steps:
                 active = {name: dev[name] for name in dev if name not in summary.reached}
                 accuracy = dev_accuracy(model, processor, active, config, reward_pool)
-                summary.evaluations.append({"step": step, "accuracy": accuracy})
-                done = sorted(n for n, a in accuracy.items() if a >= options.target_accuracy)
-                summary.reached |= {name: step for name in done}
-                shown = " ".join(f"{name} {value:.2f}" for name, value in accuracy.items())
-                log(
-                    f"sft: step {step} dev accuracy {shown}"
-                    + (f"; stops training {', '.join(done)}" if done else "")
-                )
+                done = _record_evaluation(summary, step, accuracy, options.target_accuracy, log)  # type: ignore[arg-type]
                 if done:
                     weights = {n: 0.0 if n in summary.reached else w for n, w in weights.items()}
                     if not any(weights.values()):
