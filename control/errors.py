@@ -28,3 +28,30 @@ class Forbidden(DomainError):
 class Conflict(DomainError):
     code = "conflict"
     status = 409
+
+
+# Seconds a client is asked to wait (Retry-After) when the database cannot be reached.
+DATABASE_RETRY_AFTER_S = 5
+DATABASE_UNAVAILABLE_MESSAGE = (
+    "the database is unavailable (restarting or unreachable); retry in a few seconds"
+)
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """True for the errors of a database that cannot be reached or dropped the connection.
+
+    They heal by themselves (a restart, a failover), so they are answered 503 with Retry-After,
+    which clients such as the trainer's metrics sink retry, rather than 500.
+    """
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def database_unavailable_body() -> dict:
+    """The API's error shape for a database that cannot be reached (answered with status 503)."""
+    return {
+        "message": DATABASE_UNAVAILABLE_MESSAGE,
+        "code": "unavailable",
+        "extra": {"retry_after": DATABASE_RETRY_AFTER_S},
+    }

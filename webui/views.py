@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -8,7 +10,13 @@ from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import Resolver404
 
-from control.errors import DomainError, NotFound
+from control.errors import (
+    DATABASE_RETRY_AFTER_S,
+    DomainError,
+    NotFound,
+    database_unavailable,
+    database_unavailable_body,
+)
 from control.models import Run
 from control.selectors.data import data_sources_list
 from control.selectors.projects import object_get_for_user, project_get_for_user, projects_for_user
@@ -89,9 +97,20 @@ def not_found(request: HttpRequest, exception=None) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    if database_unavailable(sys.exc_info()[1]):
+        return _database_unavailable(request)
     if request.path.startswith("/api/"):
         return JsonResponse(
             {"message": "internal error; it has been logged", "code": "error", "extra": {}}, status=500
         )
     # No request context: the page must render even when the database is what failed.
     return HttpResponse(loader.get_template("webui/500.html").render(), status=500)
+
+
+def _database_unavailable(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After: the database is restarting or unreachable, which heals by itself."""
+    retry = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+    if request.path.startswith("/api/"):
+        return JsonResponse(database_unavailable_body(), status=503, headers=retry)
+    page = loader.get_template("webui/503.html").render({"retry_after": DATABASE_RETRY_AFTER_S})
+    return HttpResponse(page, status=503, headers=retry)

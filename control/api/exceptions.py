@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -11,7 +13,14 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from control.errors import DomainError
+from control.errors import (
+    DATABASE_RETRY_AFTER_S,
+    DomainError,
+    database_unavailable,
+    database_unavailable_body,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def _flatten(detail) -> list[str]:
@@ -51,6 +60,9 @@ def exception_handler(exc, context):
         return Response(
             {"message": message, "code": f"too_many_{what}", "extra": {"limit": limit}}, status=400
         )
+    if database_unavailable(exc):
+        logger.warning("database unavailable: %s", exc)
+        return database_unavailable_response()
     if isinstance(exc, DomainError):
         extra = {"fields": exc.fields} if exc.fields else {}
         return Response({"message": exc.message, "code": exc.code, "extra": extra}, status=exc.status)
@@ -81,3 +93,9 @@ def exception_handler(exc, context):
         response["WWW-Authenticate"] = "Bearer"
     response.data = body
     return response
+
+
+def database_unavailable_response() -> Response:
+    return Response(
+        database_unavailable_body(), status=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+    )

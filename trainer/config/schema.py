@@ -475,6 +475,15 @@ class HttpTrackingConfig(Section):
     retry_interval_s: float = Field(
         15.0, ge=0, description="After a failure, wait this long before trying the server again."
     )
+    close_wait_s: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "At the end of the run, keep trying this long to deliver points still spooled (the platform "
+            "being away when the run ends); 0 = one last try."
+        ),
+    )
     spool: NonEmptyStr = Field(
         "metrics_spool.jsonl",
         description="Points not yet delivered, replayed in order later (relative to output_dir).",

@@ -61,6 +61,7 @@ def build_tracker(
                 batch_size=http.batch_size,
                 timeout_s=http.timeout_s,
                 retry_interval_s=http.retry_interval_s,
+                close_wait_s=http.close_wait_s,
             )
         )
     return MultiSink(sinks)

@@ -11,6 +11,9 @@ the next ``log`` after that first replays the spool, in order, then sends the ne
 spool left by an earlier process (a crash, a resume) is replayed the same way. Any other 4xx
 (a revoked token, a rejected payload) will not heal by retrying: the points are spooled and
 :class:`HttpSinkError` is raised. Events are not sent (the ingest API takes metrics only).
+
+A run that ends while the platform is away would leave its last points on the trainer's disk,
+which on a cluster nobody reads again: :meth:`close` keeps trying for up to ``close_wait_s``.
 """
 
 from __future__ import annotations
@@ -62,20 +65,26 @@ class HttpSink(Tracker):
         batch_size: int = 1000,
         timeout_s: float = 10.0,
         retry_interval_s: float = 15.0,
+        close_wait_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         opener: urllib.request.OpenerDirector | None = None,
     ) -> None:
         if not token:
             raise ValueError("token must be a non-empty string (the run-scoped bearer token)")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if close_wait_s < 0:
+            raise ValueError(f"close_wait_s must be >= 0, got {close_wait_s}")
         self.endpoint = metrics_endpoint(url, run_id)
         self.spool_path = Path(spool_path)
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.retry_interval_s = retry_interval_s
+        self.close_wait_s = close_wait_s
         self._token = token
         self._clock = clock
+        self._sleep = sleep
         self._opener = opener or urllib.request.build_opener()
         self._next_try = float("-inf")
         self._offline = False
@@ -202,8 +211,33 @@ class HttpSink(Tracker):
             self._deliver([], force=True)
 
     def close(self) -> None:
-        """A last delivery attempt; what cannot be sent stays in the spool for a later process."""
-        try:
-            self.flush()
-        except HttpSinkError as exc:
-            logger.error("metrics: %s", exc)
+        """Deliver the spool, trying for up to ``close_wait_s`` while the platform is away; what
+        cannot be sent by then stays in the spool for a later process (a resume replays it)."""
+        deadline = self._clock() + self.close_wait_s
+        waited = False
+        while True:
+            try:
+                self.flush()
+            except HttpSinkError as exc:
+                logger.error("metrics: %s", exc)
+                return
+            remaining = deadline - self._clock()
+            if not self.pending:
+                return
+            if remaining <= 0:
+                logger.error(
+                    "metrics: %d points could not be delivered to %s; they are kept in %s",
+                    self.pending,
+                    self.endpoint,
+                    self.spool_path,
+                )
+                return
+            if not waited:
+                logger.warning(
+                    "metrics: waiting up to %.0f s for %s to take %d spooled points",
+                    remaining,
+                    self.endpoint,
+                    self.pending,
+                )
+                waited = True
+            self._sleep(min(max(self.retry_interval_s, 1.0), remaining))

@@ -102,6 +102,7 @@ def test_platform_url_turns_on_http_tracking_for_the_run(data_dir: Path) -> None
     # the token itself never travels in the spec, only the name of the variable that holds it
     assert sorted(json.loads(spec.to_json())["config"]["tracking"]["http"]) == [
         "batch_size",
+        "close_wait_s",
         "retry_interval_s",
         "run_id",
         "spool",

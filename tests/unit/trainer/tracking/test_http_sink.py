@@ -280,6 +280,7 @@ def test_metrics_endpoint(url: str, run_id: str, endpoint: str) -> None:
     [
         ({"token": ""}, "token must be a non-empty string (the run-scoped bearer token)"),
         ({"batch_size": 0}, "batch_size must be > 0, got 0"),
+        ({"close_wait_s": -1}, "close_wait_s must be >= 0, got -1"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -287,3 +288,60 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
         HttpSink("http://h", "r", **args)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+class SleepUntilUp:
+    """``sleep`` of the sink: advances its clock, and starts the platform after ``up_after`` sleeps."""
+
+    def __init__(self, clock: Clock, port: int, up_after: int) -> None:
+        self.clock, self.port, self.up_after = clock, port, up_after
+        self.slept: list[float] = []
+        self.platform: FakePlatform | None = None
+
+    def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.now += seconds
+        if len(self.slept) == self.up_after:
+            self.platform = FakePlatform(self.port)
+
+
+def test_close_waits_for_the_platform_to_come_back(tmp_path: Path) -> None:
+    down = FakePlatform()
+    port, url = down.port, down.url
+    down.stop()
+    clock = Clock()
+    sleep = SleepUntilUp(clock, port, up_after=3)
+    sink = make_sink(url, tmp_path, clock, retry_interval_s=5.0, close_wait_s=60.0, sleep=sleep)
+    sink.log(0, step_metrics(0))
+    try:
+        sink.close()
+        assert sleep.slept == [5.0, 5.0, 5.0]
+        assert sleep.platform is not None and sleep.platform.points() == metrics_to_points(0, step_metrics(0))
+        assert sink.pending == 0 and not (tmp_path / "spool.jsonl").exists()
+    finally:
+        if sleep.platform is not None:
+            sleep.platform.stop()
+
+
+def test_close_gives_up_after_close_wait_s_and_keeps_the_spool(tmp_path: Path) -> None:
+    down = FakePlatform()
+    url = down.url
+    down.stop()
+    clock = Clock()
+    sleep = SleepUntilUp(clock, 0, up_after=-1)
+    sink = make_sink(url, tmp_path, clock, retry_interval_s=0.0, close_wait_s=2.5, sleep=sleep)
+    sink.log(0, step_metrics(0))
+    sink.close()
+    # Never faster than once a second, and never past the deadline.
+    assert sleep.slept == [1.0, 1.0, 0.5]
+    assert sink.pending == 3 and (tmp_path / "spool.jsonl").exists()
+
+
+def test_close_does_not_wait_out_a_refusal(platform: FakePlatform, tmp_path: Path) -> None:
+    clock = Clock()
+    sleep = SleepUntilUp(clock, 0, up_after=-1)
+    sink = make_sink(platform.url, tmp_path, clock, retry_interval_s=1e9, close_wait_s=600.0, sleep=sleep)
+    platform.statuses = [503, 401]
+    sink.log(0, step_metrics(0))
+    sink.close()
+    assert sleep.slept == [] and sink.pending == 3
