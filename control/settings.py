@@ -46,6 +46,9 @@ TRIUNE_RAY_CPUS = env.float("TRIUNE_RAY_CPUS", default=0.0)
 TRIUNE_RAY_GPUS = env.float("TRIUNE_RAY_GPUS", default=0.0)
 # Seconds a cancelled job has between SIGTERM and SIGKILL (finish the step, checkpoint, flush).
 TRIUNE_JOB_STOP_WAIT_S = env.int("TRIUNE_JOB_STOP_WAIT_S", default=60)
+# Seconds a run may stay queued before the reconciler sends its submit task again (its task lost
+# with the broker, or held by it after the worker running it was killed).
+TRIUNE_RESUBMIT_AFTER_S = env.int("TRIUNE_RESUBMIT_AFTER_S", default=120)
 # Seconds between two reconciliations of active runs with Ray's job states (Celery beat).
 TRIUNE_RECONCILE_SECONDS = env.float("TRIUNE_RECONCILE_SECONDS", default=5.0)
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

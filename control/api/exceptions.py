@@ -15,9 +15,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from control.errors import (
     DATABASE_RETRY_AFTER_S,
+    STORAGE_FULL_MESSAGE,
     DomainError,
+    StorageFull,
     database_unavailable,
     database_unavailable_body,
+    storage_full,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,9 @@ def exception_handler(exc, context):
         return Response(
             {"message": message, "code": f"too_many_{what}", "extra": {"limit": limit}}, status=400
         )
+    if storage_full(exc):
+        logger.error("storage full: %s", exc)
+        exc = StorageFull(STORAGE_FULL_MESSAGE)
     if database_unavailable(exc):
         logger.warning("database unavailable: %s", exc)
         return database_unavailable_response()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -95,15 +96,20 @@ def upload_append(*, upload: Upload, offset: int, stream, length: int) -> Upload
             raise DomainError(f"chunk ends at byte {offset + length}, past the declared size {upload.size}")
         path = upload_path(upload)
         written = 0
-        with open(path, "r+b") as handle:
-            handle.seek(offset)
-            handle.truncate()
-            while written < length:
-                block = stream.read(min(1 << 20, length - written))
-                if not block:
-                    break
-                handle.write(block)
-                written += len(block)
+        try:
+            with open(path, "r+b") as handle:
+                handle.seek(offset)
+                handle.truncate()
+                while written < length:
+                    block = stream.read(min(1 << 20, length - written))
+                    if not block:
+                        break
+                    handle.write(block)
+                    written += len(block)
+        except OSError:
+            # A full disk: what was written of the chunk goes, so it can be sent again whole.
+            os.truncate(path, offset)
+            raise
         if written != length:
             with open(path, "r+b") as handle:
                 handle.truncate(offset)

@@ -3,8 +3,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,7 +20,7 @@ from control.services.alerts import alerts_check_stalls
 from control.services.broadcast import enqueue_task
 from control.services.run_lifecycle import run_transition, run_transition_quietly
 from control.services.run_outputs import latest_checkpoint_step, run_artifacts_sync, run_log_store
-from control.services.tokens import api_token_create
+from control.services.tokens import run_attempt_token
 
 logger = logging.getLogger(__name__)
 S = Run.Status
@@ -126,7 +129,7 @@ def run_submit(*, run_id: int) -> Run | None:
     except DomainError as exc:
         return _fail(run, f"launch check failed: {exc.message}")
     spec_uri = launch.run_spec_write(run, config)
-    _, token = api_token_create(user=run.created_by, name=f"run {run.pk} attempt {run.attempt}", run=run)
+    _, token = run_attempt_token(run=run)
     job_id = launch.submission_id(run)
     try:
         created = ray_jobs.submit(
@@ -149,11 +152,8 @@ def run_submit(*, run_id: int) -> Run | None:
     except (RuntimeError, ValueError, TypeError) as exc:
         _revoke_run_tokens(run)
         return _fail(run, f"Ray refused job {job_id}: {exc}")
-    if not created:
-        # An earlier try submitted this attempt; the token made now is not the job's.
-        ApiToken.objects.filter(run=run, name=f"run {run.pk} attempt {run.attempt}").order_by(
-            "-created_at"
-        ).first().delete()
+    # A job of this id existing already was submitted by an earlier try of this attempt, with the same
+    # token (run_attempt_token), which this transaction now stores if that try's was rolled back.
     return run_transition(
         run=run,
         to=S.SUBMITTED,
@@ -351,5 +351,38 @@ def runs_reconcile_active() -> dict[str, int]:
             continue
         if run is not None:
             counts[run.status] = counts.get(run.status, 0) + 1
+    runs_resubmit_stalled()
     alerts_check_stalls()
     return counts
+
+
+def runs_resubmit_stalled() -> list[int]:
+    """Send the submit task again for runs queued longer than ``TRIUNE_RESUBMIT_AFTER_S`` (once per
+    that period); returns the ids it was sent for.
+
+    A queued run waits for its submit task. The task is lost when the broker was down as it was
+    sent, and held for the broker's visibility timeout (an hour for Redis) when the worker running
+    it was killed. Submitting is idempotent (one Ray submission id per attempt), so sending the
+    task again never makes a second job.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.TRIUNE_RESUBMIT_AFTER_S)
+    stalled = Run.objects.filter(status=S.QUEUED, queued_at__lte=cutoff).order_by("pk")
+    resent = []
+    for run_id, queued_at in stalled.values_list("pk", "queued_at"):
+        # At most once per period and run, however often the reconciler runs (cache.add is atomic).
+        try:
+            key = f"triune:resubmit:{run_id}:{queued_at.timestamp()}"  # one a queueing
+            first = cache.add(key, 1, timeout=max(1, settings.TRIUNE_RESUBMIT_AFTER_S))
+        except Exception:  # noqa: BLE001 - Redis away: the task could not be sent either; next round
+            logger.warning("run %s: cannot reach the cache to resubmit it; trying next round", run_id)
+            break
+        if not first:
+            continue
+        resent.append(run_id)
+        logger.warning(
+            "run %s: queued for over %s s; sending its submit task again",
+            run_id,
+            settings.TRIUNE_RESUBMIT_AFTER_S,
+        )
+        enqueue_task(launch.SUBMIT_TASK, run_id)
+    return resent

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from control.models import ApiToken, Run
 from control.models.tokens import TOKEN_PREFIX_LENGTH, hash_token
@@ -38,6 +40,29 @@ def api_token_create(
         prefix=raw[len(RAW_TOKEN_PREFIX) : len(RAW_TOKEN_PREFIX) + TOKEN_PREFIX_LENGTH],
         digest=hash_token(raw),
         expires_at=expires_at,
+    )
+    return token, raw
+
+
+def run_attempt_token(*, run: Run) -> tuple[ApiToken, str]:
+    """The run-scoped token of the run's current attempt, the same raw value on every call.
+
+    The raw value is derived from SECRET_KEY, the run and its attempt, so a submission that is
+    tried again (its worker killed after Ray accepted the job, before the token row was
+    committed) makes the very token the job already holds, instead of one the job never sees.
+    """
+    material = f"{run.pk}:{run.created_at.isoformat()}:{run.attempt}"
+    digest = salted_hmac("triune.run-attempt-token", material, algorithm="sha256").digest()
+    raw = RAW_TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    existing = ApiToken.objects.filter(digest=hash_token(raw)).first()
+    if existing is not None:
+        return existing, raw
+    token = ApiToken.objects.create(
+        user=run.created_by,
+        run=run,
+        name=f"run {run.pk} attempt {run.attempt}",
+        prefix=raw[len(RAW_TOKEN_PREFIX) : len(RAW_TOKEN_PREFIX) + TOKEN_PREFIX_LENGTH],
+        digest=hash_token(raw),
     )
     return token, raw
 

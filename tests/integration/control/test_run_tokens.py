@@ -352,3 +352,30 @@ def test_the_schema_describes_the_run_token_routes(client):
     item = schema["components"]["schemas"][item_ref.rsplit("/", 1)[-1]]
     assert set(item["properties"]) == RUN_TOKEN_FIELDS | {"live"}
     assert item["properties"]["live"]["type"] == "boolean"
+
+
+def test_an_attempts_token_is_the_same_on_every_try_and_new_for_every_attempt(run, make_run, project):
+    """A submission tried again makes the very token the job got from the first try."""
+    from control.models import ApiToken, Run
+    from control.services.tokens import api_token_check, run_attempt_token
+
+    Run.objects.filter(pk=run.pk).update(status="queued", attempt=1)
+    run.refresh_from_db()
+    first, raw = run_attempt_token(run=run)
+    again, raw_again = run_attempt_token(run=run)
+    assert raw_again == raw and again.pk == first.pk
+    assert ApiToken.objects.filter(run=run).count() == 1
+    assert api_token_check(raw=raw).run_id == run.pk
+
+    # The first try's row rolled back with its worker: the retry stores the same token again.
+    ApiToken.objects.filter(pk=first.pk).delete()
+    stored, raw_retry = run_attempt_token(run=run)
+    assert raw_retry == raw and api_token_check(raw=raw).pk == stored.pk
+
+    Run.objects.filter(pk=run.pk).update(attempt=2)
+    run.refresh_from_db()
+    assert run_attempt_token(run=run)[1] != raw
+    other = make_run(project)
+    Run.objects.filter(pk=other.pk).update(attempt=2)
+    other.refresh_from_db()
+    assert run_attempt_token(run=other)[1] not in (raw, run_attempt_token(run=run)[1])

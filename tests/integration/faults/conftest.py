@@ -10,7 +10,7 @@ from tests.integration.faults.stack import Stack
 
 SEED_RUN = """
 from django.contrib.auth import get_user_model
-from control.models import Dataset, DatasetVersion, DataSource
+from control.models import Dataset, DatasetVersion, DataSource, Run
 from control.services.projects import project_create
 from control.services.runs import SourceWeight, run_create
 from control.services.tokens import api_token_create
@@ -28,6 +28,7 @@ source = DataSource.objects.create(
 run = run_create(
     project=project, user=user, name="under fault", sources=[SourceWeight(source, 1.0)], total_steps=1000
 )
+Run.objects.filter(pk=run.pk).update(status="submitted", attempt=1, ray_submission_id="faults")
 _, run_token = api_token_create(user=user, name="run", run=run)
 _, user_token = api_token_create(user=user, name="owner")
 result = {{"run": run.pk, "project": project.pk, "run_token": run_token, "user_token": user_token,
@@ -44,9 +45,23 @@ def stack(tmp_path_factory):
         platform.stop()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, as the browser tests launch it."""
+    import os
+
+    from tests.e2e.conftest import CHROMIUM, _launch
+
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("TRIUNE_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium chromium-driver")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    yield from _launch()
+
+
 @pytest.fixture
 def seeded(stack):
-    """A user, a project, a run of 1,000 steps and its run token, created in the stack's database."""
+    """A user, a project, a submitted run of 1,000 steps and its run token, in the stack's database."""
     code = SEED_RUN.format(
         username=f"u{secrets.token_hex(4)}", password="pw-for-faults-" + secrets.token_hex(4)
     )

@@ -144,7 +144,7 @@ class Stack:
         )
         _wait_for(
             "the web server",
-            lambda: self._answers("/accounts/login/"),
+            lambda: self._answers("/login/"),
             self.web,
         )
 
