@@ -65,7 +65,8 @@ class Stack:
         self.web: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.queue = f"faults-{secrets.token_hex(4)}"
-        self.web_file_size_limit: int | None = None
+        # More environment for every process started from now on (a Ray head's address, ...).
+        self.extra_env: dict[str, str] = {}
 
     # -- environment ------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class Stack:
             "TMPDIR": str(self.folder / "tmp"),
         }
         env.pop("TRIUNE_TESTING", None)
+        env.update(self.extra_env)
         env.update(extra)
         return env
 

@@ -4,13 +4,12 @@ which fails writes past it as a full disk does."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.integration.faults.client import call, call_json
 
 pytestmark = pytest.mark.slow
 
@@ -26,20 +25,6 @@ def limited_web(stack):
     finally:
         stack.stop_web()
         stack.start_web()
-
-
-def call(stack, method: str, path: str, token: str, body: bytes | None = None, headers: dict | None = None):
-    request = urllib.request.Request(
-        stack.url + path,
-        data=body,
-        method=method,
-        headers={"Authorization": f"Bearer {token}", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
 
 
 def put_chunk(stack, token: str, upload: dict, data: bytes, first: int):
@@ -63,10 +48,9 @@ def dataset_count(stack, seeded: dict) -> int:
 def test_a_chunk_that_fills_the_disk_is_refused_whole_and_sent_again_later(limited_web, seeded):
     stack, token = limited_web, seeded["user_token"]
     payload = os.urandom(LIMIT + LIMIT // 2)
-    status, upload = call(
+    status, upload = call_json(
         stack, "POST", "/api/v1/uploads/", token,
-        json.dumps({"project": seeded["project"], "filename": "big.parquet", "size": len(payload)}).encode(),
-        {"Content-Type": "application/json"},
+        {"project": seeded["project"], "filename": "big.parquet", "size": len(payload)},
     )  # fmt: skip
     assert status == 201
     half = LIMIT // 2
@@ -117,10 +101,9 @@ def noise_rows(folder: Path, name: str, rows: int) -> Path:
 
 def chunked_upload(stack, seeded: dict, path: Path, chunk: int = LIMIT // 2) -> str:
     token, data = seeded["user_token"], path.read_bytes()
-    status, upload = call(
+    status, upload = call_json(
         stack, "POST", "/api/v1/uploads/", token,
-        json.dumps({"project": seeded["project"], "filename": path.name, "size": len(data)}).encode(),
-        {"Content-Type": "application/json"},
+        {"project": seeded["project"], "filename": path.name, "size": len(data)},
     )  # fmt: skip
     assert status == 201, upload
     for first in range(0, len(data), chunk):
@@ -131,8 +114,7 @@ def chunked_upload(stack, seeded: dict, path: Path, chunk: int = LIMIT // 2) -> 
 
 def create_dataset(stack, seeded: dict, uploads: list[str]):
     body = {"project": seeded["project"], "name": "noise", "uploads": uploads, "test_fraction": 0}
-    headers = {"Content-Type": "application/json"}
-    return call(stack, "POST", "/api/v1/datasets/", seeded["user_token"], json.dumps(body).encode(), headers)
+    return call_json(stack, "POST", "/api/v1/datasets/", seeded["user_token"], body)
 
 
 def test_a_dataset_that_fills_the_disk_as_it_is_stored_leaves_no_version_behind(stack, seeded, tmp_path):
