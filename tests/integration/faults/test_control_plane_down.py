@@ -103,21 +103,35 @@ def _assert_every_point_stored_once(stack, run_id: int, trainer: Trainer, total_
     assert stored["sum"] == pytest.approx(sum(v for v in local.values() if v is not None), rel=1e-9)
 
 
+# TRIUNE_SLOW=1 keeps the web server down for a full minute (and trains long enough for that).
+OUTAGE_S = 60.0 if os.environ.get("TRIUNE_SLOW") else 0.0
+
+
 def test_the_run_goes_on_while_the_control_plane_is_down_and_no_metric_is_lost(stack, seeded, tmp_path):
-    trainer = Trainer(stack, seeded, tmp_path, total_steps=40)
+    total = 400 if OUTAGE_S else 40
+    trainer = Trainer(stack, seeded, tmp_path, total_steps=total)
     try:
         trainer.wait_until("two steps", lambda: trainer.last_step() >= 2)
         stack.stop_web()
-        down_at = trainer.last_step()
-        trainer.wait_until("four steps with the web server down", lambda: trainer.last_step() >= down_at + 4)
+        down_at, down_since = trainer.last_step(), time.monotonic()
+        trainer.wait_until(
+            "four steps with the web server down",
+            lambda: trainer.last_step() >= down_at + 4 and time.monotonic() - down_since >= OUTAGE_S,
+        )
         assert trainer.spool.exists()  # the points of those steps wait on the trainer's disk
+        spooled, outage = len(trainer.spool.read_text().splitlines()), time.monotonic() - down_since
+        trained = trainer.last_step() - down_at
         stack.start_web()
         trainer.finish()
     finally:
         trainer.kill()
         if stack.web is None:
             stack.start_web()
-    _assert_every_point_stored_once(stack, seeded["run"], trainer, 40)
+    _assert_every_point_stored_once(stack, seeded["run"], trainer, total)
+    print(
+        f"web server down {outage:.0f} s: {trained} steps trained meanwhile, {spooled} points spooled,"
+        " all stored"
+    )
 
 
 def test_a_run_that_ends_while_the_control_plane_is_down_delivers_when_it_returns(stack, seeded, tmp_path):
