@@ -20,21 +20,23 @@ class ErrorOutput(serializers.Serializer):
     message = serializers.CharField(help_text="what went wrong, and what to change")
     code = serializers.CharField(
         help_text="invalid, parse_error, not_authenticated, permission_denied, not_found, conflict, "
-        "too_large, too_many_files, ..."
+        "too_large, too_many_files, unavailable, insufficient_storage, ..."
     )
     extra = serializers.DictField(
-        help_text='{"fields": {field: [messages]}} for invalid input, {"limit": bytes} for too_large; '
-        "else empty"
+        help_text='{"fields": {field: [messages]}} for invalid input, {"limit": bytes} for too_large, '
+        '{"retry_after": seconds} for unavailable; else empty'
     )
 
 
 # Any operation: a malformed query (400), no or a bad token (401), a run-scoped token or a viewer
-# writing (403), an object that does not exist or is not the caller's (404).
-ERRORS = (400, 401, 403, 404)
+# writing (403), an object that does not exist or is not the caller's (404), the database away
+# (503, with Retry-After).
+ERRORS = (400, 401, 403, 404, 503)
 # An operation that changes something may find the object in a state that forbids it.
 WRITE_ERRORS = (409,)
-# An operation with a request body: larger than a request may hold, or of a type no parser reads.
-BODY_ERRORS = (413, 415)
+# An operation with a request body: larger than a request may hold, of a type no parser reads, or
+# more than the storage has room for (507).
+BODY_ERRORS = (413, 415, 507)
 
 
 class AutoSchema(openapi.AutoSchema):
