@@ -413,6 +413,16 @@ class RewardConfig(Section):
     remote: RemoteRewardConfig | None = Field(
         None, description="Score on a remote service instead of locally."
     )
+    actors: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description=(
+            "Scoring actors on the Ray cluster (engine.kind ray), each with a pool of `workers` processes; "
+            "a step's responses are shared among them. 0 = score in the driver's own pool."
+        ),
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, le=1024, description="CPUs reserved for each scoring actor.")
 
     @field_validator("iou_schedule", mode="before")
     @classmethod
@@ -594,6 +604,14 @@ class TrainConfig(Section):
                 f"each worker samples at least one prompt a step: {self.engine.workers} workers need "
                 f"rollout.prompts_per_step >= {self.engine.workers}, got {self.rollout.prompts_per_step}",
             )
+        if self.reward.actors and self.engine.kind != "ray":
+            problem(
+                "reward.actors",
+                f"scoring actors run on a Ray cluster: set engine.kind ray, or reward.actors 0 (got "
+                f"{self.reward.actors})",
+            )
+        if self.reward.actors and self.reward.remote is not None:
+            problem("reward.actors", "score either on scoring actors or on reward.remote, not both")
         mini = self.algo.mini_batch_size
         if mini is not None and self.rollout.prompts_per_step % mini != 0:
             problem(

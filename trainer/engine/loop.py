@@ -230,7 +230,12 @@ def open_session(
         policy.close()
         raise
     try:
-        scorer = build_scorer(scorer_name(config.reward), config.reward, env)
+        if config.reward.actors:  # scoring actors on the run's Ray cluster
+            from trainer.engine.distributed.scoring_actors import start_scoring_actors
+
+            scorer = start_scoring_actors(config)
+        else:
+            scorer = build_scorer(scorer_name(config.reward), config.reward, env)
     except BaseException:
         tracker.close()
         policy.close()

@@ -272,3 +272,47 @@ def test_workers_that_cannot_be_placed_beside_the_entrypoint_say_what_is_free(
     assert status == JobStatus.FAILED, logs[-3000:]
     assert "2 workers could not be placed within 5 s: 1 of the 2 CPU needed free" in logs, logs[-3000:]
     assert "lower engine.cpus_per_worker or engine.workers" in logs
+
+
+def test_scoring_actors_score_as_the_local_pool_and_survive_a_killed_actor(
+    ray_head, synth_dir, tmp_path
+) -> None:
+    from tests.integration.trainer.scoring_probe import REQUESTS, summary
+    from trainer.rewards import RewardPool
+
+    config = _config(synth_dir, workers=1)
+    config = TrainConfig.model_validate(
+        config.model_dump()
+        | {"reward": config.reward.model_dump() | {"actors": 2, "cpus_per_actor": 0.25, "workers": 1}}
+    )
+    out = tmp_path / "scores.json"
+    env = ray_head.head.environment() | {"RAY_ADDRESS": f"127.0.0.1:{ray_head.head.ports['gcs']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.integration.trainer.scoring_probe", config.model_dump_json(), str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    with RewardPool(workers=1, timeout_s=config.reward.timeout_s) as pool:
+        want = summary(pool.score(REQUESTS))
+    assert result["first"] == want
+    assert {r["rewards"]["accuracy_reward"] for r in want} == {0.0, 1.0}  # the comparison means something
+    # The killed actor was restarted by Ray and scored its share again.
+    assert result["second"] == want
+    assert result["after"][0] != result["pids"][0] and result["after"][1] == result["pids"][1]
+
+
+def test_the_train_command_scores_on_actors(ray_head, synth_dir, tmp_path, write_config) -> None:
+    engine = {"kind": "ray", "workers": 1, "timeout_s": 120}
+    reward = {"workers": 1, "actors": 2, "cpus_per_actor": 0.25}
+    config = write_config(synth_dir, engine=engine, total_steps=2, reward=reward)
+    out = tmp_path / "out"
+    done = _train(ray_head, "--config", str(config), "--output-dir", str(out), cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train: finished 2 step(s)" in done.stdout
+    assert _steps(out) == [1, 2]
+    rewards = [
+        obj for obj in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if obj.get("key") == "reward/final" and obj.get("source")
+    ]  # fmt: skip
+    assert rewards and all(r["value"] is not None for r in rewards)

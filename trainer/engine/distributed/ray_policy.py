@@ -31,14 +31,18 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def needed_resources(config: TrainConfig) -> dict[str, float]:
-    """CPUs and GPUs the workers reserve together.
+    """CPUs and GPUs the workers and the scoring actors reserve together.
 
     >>> from trainer.config import load_config
     >>> needed_resources(load_config("tiny-cpu-demo", ["engine.kind=ray", "engine.workers=2"]))
     {'CPU': 2.0, 'GPU': 0.0}
+    >>> needed_resources(load_config("tiny-cpu-demo", ["engine.kind=ray", "reward.actors=2",
+    ...                                                "reward.cpus_per_actor=0.5"]))
+    {'CPU': 2.0, 'GPU': 0.0}
     """
-    engine = config.engine
-    return {"CPU": engine.workers * engine.cpus_per_worker, "GPU": engine.workers * engine.gpus_per_worker}
+    engine, reward = config.engine, config.reward
+    cpus = engine.workers * engine.cpus_per_worker + reward.actors * reward.cpus_per_actor
+    return {"CPU": cpus, "GPU": engine.workers * engine.gpus_per_worker}
 
 
 def resource_problems(config: TrainConfig, cluster: Mapping[str, float]) -> list[Problem]:
@@ -50,11 +54,15 @@ def resource_problems(config: TrainConfig, cluster: Mapping[str, float]) -> list
         if need > have:
             per = engine.cpus_per_worker if resource == "CPU" else engine.gpus_per_worker
             field = "engine.cpus_per_worker" if resource == "CPU" else "engine.gpus_per_worker"
+            parts = f"{engine.workers} workers × {per:g} {resource}"
+            if resource == "CPU" and config.reward.actors:
+                parts += f" + {config.reward.actors} scoring actors × {config.reward.cpus_per_actor:g} CPU"
+                field += " or reward.actors"
             problems.append(
                 Problem(
-                    field,
-                    f"{engine.workers} workers × {per:g} {resource} = {need:g} {resource}, but the Ray "
-                    f"cluster has {have:g}; lower engine.workers or {field}, or add nodes",
+                    field.split(" or ")[0],
+                    f"{parts} = {need:g} {resource}, but the Ray cluster has {have:g}; lower "
+                    f"engine.workers or {field}, or add nodes",
                 )
             )
     return problems

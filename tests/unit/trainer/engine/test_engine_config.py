@@ -28,6 +28,31 @@ def test_bad_engine_configs_name_the_field_and_the_fix() -> None:
     assert _problems(["engine.gpus_per_worker=-1"]) == ["engine.gpus_per_worker: must be >= 0, got -1"]
 
 
+def test_scoring_actors_need_a_ray_engine_and_no_remote_service() -> None:
+    assert _problems(["reward.actors=2"]) == [
+        "reward.actors: scoring actors run on a Ray cluster: set engine.kind ray, or reward.actors 0 (got 2)"
+    ]
+    remote = ["reward.remote.urls=[http://127.0.0.1:8001]", "reward.remote.token_env=T"]
+    assert _problems(["engine.kind=ray", "reward.actors=2", *remote]) == [
+        "reward.actors: score either on scoring actors or on reward.remote, not both"
+    ]
+    assert _problems(["engine.kind=ray", "reward.actors=-1"]) == ["reward.actors: must be >= 0, got -1"]
+
+
+def test_the_cluster_is_asked_for_the_scoring_actors_too() -> None:
+    config = load_config(
+        "tiny-cpu-demo",
+        ["engine.kind=ray", "engine.workers=2", "reward.actors=4", "reward.cpus_per_actor=0.5"],
+    )
+    assert needed_resources(config) == {"CPU": 4.0, "GPU": 0.0}
+    (problem,) = resource_problems(config, {"CPU": 3.0})
+    assert problem.where == "engine.cpus_per_worker"
+    assert (
+        "2 workers × 1 CPU + 4 scoring actors × 0.5 CPU = 4 CPU, but the Ray cluster has 3" in problem.message
+    )
+    assert "reward.actors" in problem.message
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_offload_without_a_gpu_is_refused_before_anything_starts() -> None:
     config = load_config("tiny-cpu-demo", ["engine.sharding=fsdp", "engine.offload=true"])
