@@ -104,7 +104,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
             {"message": "internal error; it has been logged", "code": "error", "extra": {}}, status=500
         )
     # No request context: the page must render even when the database is what failed.
-    return HttpResponse(loader.get_template("webui/500.html").render(), status=500)
+    message = "Something went wrong on the server. It has been logged; try again in a moment."
+    return HttpResponse(_bare_error("Server error", message), status=500)
 
 
 def _database_unavailable(request: HttpRequest) -> HttpResponse:
@@ -112,5 +113,13 @@ def _database_unavailable(request: HttpRequest) -> HttpResponse:
     retry = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
     if request.path.startswith("/api/"):
         return JsonResponse(database_unavailable_body(), status=503, headers=retry)
-    page = loader.get_template("webui/503.html").render({"retry_after": DATABASE_RETRY_AFTER_S})
-    return HttpResponse(page, status=503, headers=retry)
+    message = (
+        "The database is restarting or cannot be reached. Nothing you did caused this; reload this "
+        f"page in {DATABASE_RETRY_AFTER_S} seconds."
+    )
+    return HttpResponse(_bare_error("Database unavailable", message), status=503, headers=retry)
+
+
+def _bare_error(title: str, message: str) -> str:
+    """An error page that needs no request context (no database), so it renders when that failed."""
+    return loader.get_template("webui/bare_error.html").render({"title": title, "message": message})

@@ -22,12 +22,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def browser():
+def require_chromium() -> None:
+    """Skip the test without Debian's chromium, or fail it when TRIUNE_REQUIRE_BROWSER says it must run."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("TRIUNE_REQUIRE_BROWSER"):
             pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium chromium-driver")
         pytest.skip(f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_chromium()
     # Playwright's sync API keeps an event loop running in the test thread while the browser
     # lives; the test's own ORM calls stay synchronous in that thread, so Django's async-safety
     # guard does not apply. Both end with the module, so later (async) tests get a clean thread.

@@ -48,14 +48,9 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium through Playwright, as the browser tests launch it."""
-    import os
+    from tests.e2e.conftest import _launch, require_chromium
 
-    from tests.e2e.conftest import CHROMIUM, _launch
-
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("TRIUNE_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium chromium-driver")
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     yield from _launch()
 
 
