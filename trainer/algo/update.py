@@ -70,6 +70,8 @@ class UpdateConfig:
     shuffle: bool = True
     # Seed of that shuffle.
     seed: int = 0
+    # Micro-batches of sequences of like length (less padding; see micro_batches).
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         if self.mini_batch_size is not None and self.mini_batch_size < 1:
@@ -114,6 +116,61 @@ def _chunks(indices: Sequence[int], size: int) -> list[list[int]]:
     return [list(indices[start : start + size]) for start in range(0, len(indices), size)]
 
 
+def micro_batches(
+    indices: Sequence[int],
+    size: int,
+    lengths: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> list[list[int]]:
+    """``indices`` in chunks of ``size``; with ``lengths`` (each index's prompt and response tokens),
+    in the order of the three below that leaves the fewest pad tokens.
+
+    A micro-batch is padded to its longest prompt plus its longest response, so grouping sequences
+    of like length removes most of the padding; the same sequences are in the same optimiser step
+    either way, and only the order of the gradient sums changes. The orders tried, longest first:
+    by prompt then response (prompts of a few distinct image sizes), by response (prompts alike),
+    and by the sum (both vary).
+
+    >>> micro_batches([0, 1, 2, 3], 2)
+    [[0, 1], [2, 3]]
+    >>> micro_batches([0, 1, 2, 3], 2, lengths=([10, 10, 10, 10], [5, 90, 7, 80]))
+    [[1, 3], [2, 0]]
+    >>> micro_batches([0, 1, 2, 3], 2, lengths=([50, 10, 50, 10], [5, 90, 7, 80]))
+    [[2, 0], [1, 3]]
+    """
+    if lengths is None:
+        return _chunks(indices, size)
+    prompts, responses = lengths
+    keys = (
+        lambda i: (-prompts[i], -responses[i]),
+        lambda i: -responses[i],
+        lambda i: -(prompts[i] + responses[i]),
+    )
+    orders = [_chunks(sorted(indices, key=key), size) for key in keys]
+    return min(orders, key=lambda groups: padded_tokens(groups, prompts, responses))
+
+
+def padded_tokens(
+    groups: Sequence[Sequence[int]], prompt_lengths: Sequence[int], response_lengths: Sequence[int]
+) -> int:
+    """Pad tokens of ``groups`` collated as :func:`trainer.rollout.collate` does (left-padded prompts,
+    right-padded responses: every row as wide as the longest prompt plus the longest response).
+
+    >>> padded_tokens([[0, 1]], prompt_lengths=[3, 5], response_lengths=[10, 2])
+    10
+    """
+    total = 0
+    for group in groups:
+        if not group:
+            continue
+        width = max(prompt_lengths[i] for i in group) + max(response_lengths[i] for i in group)
+        total += sum(width - prompt_lengths[i] - response_lengths[i] for i in group)
+    return total
+
+
+def _sequence_lengths(rollouts: Sequence[Rollout]) -> tuple[list[int], list[int]]:
+    return [r.prompt.length for r in rollouts], [r.response_length for r in rollouts]
+
+
 def _pad_rows(rows: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
     out = torch.zeros((len(rows), width), dtype=torch.float32, device=device)
     for row, values in enumerate(rows):
@@ -131,17 +188,20 @@ def recompute_logprobs(
     temperature: float = 1.0,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     rounds: int | None = None,
+    group_by_length: bool = False,
 ) -> list[torch.Tensor]:
     """Per-rollout log-probs of the responses under ``model`` (no gradient), each (R_i,) float32.
 
     ``rounds`` (sharded training) runs that many forward passes, repeating the first rollout
     for the passes beyond this worker's own, so that every worker joins every collective.
+    ``group_by_length`` forms the micro-batches of sequences of like length (:func:`micro_batches`).
     """
     device, dtype = _device_and_dtype(model)
     was_training = model.training
     model.eval()
-    result: list[torch.Tensor] = []
-    chunks = _chunks(range(len(rollouts)), micro_batch_size)
+    result: list[torch.Tensor | None] = [None] * len(rollouts)
+    lengths = _sequence_lengths(rollouts) if group_by_length else None
+    chunks = micro_batches(range(len(rollouts)), micro_batch_size, lengths)
     padding = max(0, (rounds or 0) - len(chunks))
     try:
         for chunk in chunks + [[]] * padding:
@@ -154,10 +214,11 @@ def recompute_logprobs(
                 temperature=temperature,
                 chunk_tokens=chunk_tokens,
             )
-            result += [logp[row, : rollouts[i].response_length].float() for row, i in enumerate(chunk)]
+            for row, i in enumerate(chunk):
+                result[i] = logp[row, : rollouts[i].response_length].float()
     finally:
         model.train(was_training)
-    return result
+    return result  # type: ignore[return-value] - every index is in one chunk
 
 
 def _layer_grad_squares(model: nn.Module) -> dict[str, float]:
@@ -277,6 +338,8 @@ def update_policy_shard(
     logprob_micro = config.logprob_micro_batch_size or config.micro_batch_size
     recompute = {"pad_token_id": pad_token_id, "micro_batch_size": logprob_micro}
     recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
+    recompute["group_by_length"] = config.group_by_length
+    sequence_lengths = _sequence_lengths(rollouts) if config.group_by_length else None
     if lockstep:
         recompute["rounds"] = micro_rounds(range(len(lengths)), logprob_micro)
     old_logps = recompute_logprobs(model, rollouts, **recompute)
@@ -299,7 +362,7 @@ def update_policy_shard(
             for mini in _chunks(order, mini_size):
                 mini_tokens = float(sum(lengths[g] for g in mini))
                 mine = [local[g] for g in mini if owner[g] == rank]
-                micros = _chunks(mine, config.micro_batch_size)
+                micros = micro_batches(mine, config.micro_batch_size, sequence_lengths)
                 if lockstep:
                     micros += [[]] * (micro_rounds(mini, config.micro_batch_size) - len(micros))
                 optimizer.zero_grad(set_to_none=True)

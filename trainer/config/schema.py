@@ -369,6 +369,13 @@ class AlgoConfig(Section):
         gt=0,
         description="Responses per forward of the log-prob recompute (no backward: more fit); null: same.",
     )
+    group_by_length: bool = Field(
+        False,
+        description=(
+            "Form micro-batches of responses of like length (longest first) instead of in batch order: "
+            "the same optimiser steps with far less padding (verl's dynamic batching, by count)."
+        ),
+    )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip (V-Triune: 1.0).")
     max_nan_steps: int = Field(
         3,

@@ -164,6 +164,7 @@ def update_config(config: TrainConfig) -> UpdateConfig:
         max_grad_norm=algo.grad_clip,
         temperature=config.rollout.temperature,
         seed=config.seed,
+        group_by_length=algo.group_by_length,
     )
 
 

@@ -14,6 +14,7 @@ from trainer.algo import (
     update_policy,
     warmup_constant_schedule,
 )
+from trainer.algo.update import micro_batches, padded_tokens
 from trainer.models import freeze, group_of, param_groups
 from trainer.rollout import collate
 
@@ -83,6 +84,42 @@ def test_micro_batching_gives_the_same_update_as_one_batch(tiny):
             torch.testing.assert_close(param, reference[name], atol=2e-6, rtol=1e-4, msg=name)
         assert metrics["actor/pg_loss"] == pytest.approx(results[0][1]["actor/pg_loss"], abs=1e-6)
         assert metrics["actor/grad_norm"] == pytest.approx(results[0][1]["actor/grad_norm"], rel=1e-4)
+
+
+def test_length_grouped_micro_batches_give_the_same_update_with_less_padding(tiny):
+    model, processor = tiny
+    rollouts = make_rollouts(processor, lengths=(3, 40, 1, 37, 2, 35, 4, 33))
+    advantages = torch.tensor([1.0, -0.5, 2.0, -1.0, 0.3, 0.7, -0.2, 0.1])
+    results = []
+    for grouped in (False, True):
+        clone = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(clone.parameters(), lr=1.0)
+        config = UpdateConfig(micro_batch_size=2, max_grad_norm=1e9, group_by_length=grouped)
+        metrics = update_policy(clone, optimizer, rollouts, advantages, pad_token_id=PAD, config=config)
+        results.append((clone, metrics))
+    reference = dict(results[0][0].named_parameters())
+    moved = False
+    for name, param in results[1][0].named_parameters():
+        torch.testing.assert_close(param, reference[name], atol=2e-6, rtol=1e-4, msg=name)
+        moved |= not torch.equal(param, dict(model.named_parameters())[name])
+    assert moved  # the update did something, so equal updates mean something
+    assert results[1][1]["actor/pg_loss"] == pytest.approx(results[0][1]["actor/pg_loss"], abs=1e-6)
+
+    prompts = [r.prompt.length for r in rollouts]
+    responses = [r.response_length for r in rollouts]
+    in_order = padded_tokens(micro_batches(range(8), 2), prompts, responses)
+    grouped = padded_tokens(micro_batches(range(8), 2, (prompts, responses)), prompts, responses)
+    assert grouped < in_order / 4, (grouped, in_order)
+
+
+def test_length_grouped_log_probs_come_back_in_rollout_order(tiny):
+    model, processor = tiny
+    rollouts = make_rollouts(processor, lengths=(3, 40, 1, 37, 2))
+    plain = recompute_logprobs(model, rollouts, pad_token_id=PAD, micro_batch_size=2)
+    grouped = recompute_logprobs(model, rollouts, pad_token_id=PAD, micro_batch_size=2, group_by_length=True)
+    assert [g.shape[0] for g in grouped] == [3, 40, 1, 37, 2]
+    for a, b in zip(plain, grouped, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_off_policy_mini_batches_and_epochs(tiny):
