@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class DomainError(Exception):
     """A request that cannot be carried out; ``message`` says what to change."""
@@ -66,8 +68,6 @@ class StorageFull(DomainError):
 
 def storage_full(exc: BaseException | None) -> bool:
     """True for an OSError of a full disk (ENOSPC), a quota (EDQUOT) or a file-size limit (EFBIG)."""
-    import errno
-
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
