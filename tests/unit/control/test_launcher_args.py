@@ -1,6 +1,10 @@
-"""``./triune``'s command line: pytest and manage.py options pass through untouched; ``token``'s options."""
+"""``./triune``'s command line: pytest and manage.py options pass through untouched; ``token``'s options;
+``up``'s web processes."""
 
 from __future__ import annotations
+
+import socket
+import sys
 
 import pytest
 
@@ -13,6 +17,8 @@ from control.launcher import (
     ray_enabled,
     ray_jobs_url,
     token_code,
+    web_command,
+    web_socket,
 )
 
 
@@ -35,6 +41,97 @@ def test_options_after_manage_go_to_manage_py() -> None:
 def test_up_takes_host_and_port() -> None:
     args = parse_command(["up", "--host", "0.0.0.0", "--port", "9000"])
     assert (args.func, args.host, args.port) == (cmd_up, "0.0.0.0", 9000)
+
+
+def test_up_runs_one_web_process_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIUNE_WEB_PROCESSES", raising=False)
+    assert parse_command(["up"]).web_processes == 1
+
+
+@pytest.mark.parametrize(("value", "count"), [("1", 1), ("2", 2), ("64", 64), (" 8 ", 8)])
+def test_up_takes_web_processes(value: str, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIUNE_WEB_PROCESSES", raising=False)
+    assert parse_command(["up", "--web-processes", value]).web_processes == count
+
+
+def test_web_processes_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIUNE_WEB_PROCESSES", "3")
+    assert parse_command(["up"]).web_processes == 3
+    assert parse_command(["up", "--web-processes", "2"]).web_processes == 2  # the option wins
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "shown"),
+    [
+        (["up", "--web-processes", "0"], None, "'0'"),
+        (["up", "--web-processes", "65"], None, "'65'"),
+        (["up", "--web-processes", "-2"], None, "'-2'"),
+        (["up", "--web-processes", "two"], None, "'two'"),
+        (["up", "--web-processes", "1.5"], None, "'1.5'"),
+        (["up"], "0", "'0'"),
+        (["up"], "many", "'many'"),
+    ],
+)
+def test_bad_web_processes_exit_with_usage(
+    argv: list[str], env: str | None, shown: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    if env is None:
+        monkeypatch.delenv("TRIUNE_WEB_PROCESSES", raising=False)
+    else:
+        monkeypatch.setenv("TRIUNE_WEB_PROCESSES", env)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: triune" in err
+    assert (
+        f"argument --web-processes: the number of web processes is a whole number from 1 to 64, got {shown}"
+        in err
+    )
+
+
+def test_web_command_binds_or_serves_an_inherited_socket() -> None:
+    app = "control.asgi:application"
+    assert web_command(host="0.0.0.0", port=9000) == [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "0.0.0.0",
+        "-p",
+        "9000",
+        app,
+    ]
+    assert web_command(fd=7) == [sys.executable, "-m", "daphne", "--fd", "7", app]
+
+
+def test_web_socket_listens_and_is_inherited() -> None:
+    sock = web_socket("127.0.0.1", 0)
+    try:
+        assert sock.get_inheritable()
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        with socket.create_connection(sock.getsockname(), timeout=2):
+            pass  # queued in the backlog: the port is open before any process accepts
+    finally:
+        sock.close()
+
+
+def test_web_socket_refuses_an_ipv6_address() -> None:
+    with pytest.raises(
+        SystemExit, match=r"--web-processes above 1 needs an IPv4 address or name to listen on, got '::1'"
+    ):
+        web_socket("::1", 0)
+
+
+def test_web_socket_says_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            SystemExit, match=rf"triune: cannot listen on 127.0.0.1:{port}: Address already in use"
+        ):
+            web_socket("127.0.0.1", port)
 
 
 @pytest.mark.parametrize(
