@@ -23,7 +23,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -313,6 +315,48 @@ def web_answers(host: str, port: int, timeout: float = 2.0) -> bool:
         conn.close()
 
 
+# A process of ./triune up that exits is started again, unless it exits this often: then up stops.
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
+
+
+@dataclass
+class Child:
+    """A process ``./triune up`` keeps running (a web process, the Celery worker or beat).
+
+    One that exits is started again at once, so a crash of the web server does not take the Ray
+    head, and the runs training on it, down with everything else; one that exits more than
+    ``RESTART_LIMIT`` times within ``RESTART_WINDOW_S`` is broken, and up stops.
+    """
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    process: subprocess.Popen | None = None
+    restarts: deque = field(default_factory=deque)
+
+    def launch(self) -> Child:
+        self.process = self.start()
+        return self
+
+    def check(self, now: float) -> str | None:
+        """None while it runs (or was just started again); why up must stop when it keeps exiting."""
+        assert self.process is not None
+        code = self.process.poll()
+        if code is None:
+            return None
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
+            self.restarts.popleft()
+        if len(self.restarts) >= RESTART_LIMIT:
+            return (
+                f"the {self.name} exited with {code}, its {len(self.restarts) + 1}th exit within "
+                f"{RESTART_WINDOW_S:.0f} s; stopping"
+            )
+        self.restarts.append(now)
+        say(f"the {self.name} exited with {code}; starting it again")
+        self.launch()
+        return None
+
+
 def common_env() -> None:
     base = data_dir()
     base.mkdir(parents=True, exist_ok=True)
@@ -337,22 +381,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     env.setdefault("CSRF_COOKIE_SECURE", "0")
     env.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
     services = Services()
-    procs: list[tuple[str, subprocess.Popen]] = []
+    children: list[Child] = []
+    shared: list[socket.socket] = []
 
     def shutdown(*_: object) -> None:
         # A second Ctrl-C must not cut the shutdown short and leave services behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         services_state_remove()
-        for _, p in procs:
+        procs = [c.process for c in children if c.process is not None]
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for _, p in procs:
+        for p in procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
+        for sock in shared:
+            sock.close()
         services.stop()
 
     def interrupt(*_: object) -> None:
@@ -375,30 +423,32 @@ def cmd_up(args: argparse.Namespace) -> int:
         logs.mkdir(exist_ok=True)
 
         def spawn(name: str, *argv: str) -> None:
-            procs.append((name, subprocess.Popen([PY, "-m", *argv], cwd=ROOT)))
+            children.append(Child(name, partial(subprocess.Popen, [PY, "-m", *argv], cwd=ROOT)).launch())
 
         if args.web_processes == 1:
-            procs.append(
-                ("web server", subprocess.Popen(web_command(host=args.host, port=args.port), cwd=ROOT))
-            )
+            command = web_command(host=args.host, port=args.port)
+            children.append(Child("web server", partial(subprocess.Popen, command, cwd=ROOT)).launch())
             web_ready = partial(port_open, args.host, args.port)
         else:
+            # The launcher keeps the socket open, so that a web process that exits is started again on it.
             sock = web_socket(args.host, args.port)
-            try:
-                web = web_processes_start(sock, args.web_processes)
-            finally:
-                sock.close()  # the web processes hold it now: the port closes with the last of them
-            procs.extend((f"web server {n + 1} (pid {p.pid})", p) for n, p in enumerate(web))
-            say(f"{len(web)} web processes share port {args.port}: pids {', '.join(str(p.pid) for p in web)}")
+            shared.append(sock)
+            for n in range(args.web_processes):
+                children.append(
+                    Child(f"web server {n + 1}", lambda: web_processes_start(sock, 1)[0]).launch()
+                )
+            pids = ", ".join(str(c.process.pid) for c in children if c.process is not None)
+            say(f"{args.web_processes} web processes share port {args.port}: pids {pids}")
             web_ready = partial(web_answers, args.host, args.port)
         worker = "celery -A control worker -l info --concurrency 2 --logfile".split()
         spawn("celery worker", *worker, str(logs / "worker.log"))
         beat = "celery -A control beat -l info --logfile".split()
         spawn("celery beat", *beat, str(logs / "beat.log"), "-s", str(data_dir() / "celerybeat-schedule"))
-        watched = [(name, p.poll) for name, p in procs] + services.supervised
         deadline = time.monotonic() + 60
         while not web_ready():
-            if any(check() is not None for _, check in watched) or time.monotonic() > deadline:
+            exited = any(c.process is not None and c.process.poll() is not None for c in children)
+            crashed = any(check() is not None for _, check in services.supervised)
+            if exited or crashed or time.monotonic() > deadline:
                 raise SystemExit("triune: the web server did not start; see the output above")
             time.sleep(0.1)
         print(
@@ -407,10 +457,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             flush=True,
         )
         while True:
-            for name, check in watched:
+            for name, check in services.supervised:
                 code = check()
                 if code is not None:
                     print(f"triune: the {name} exited with {code}; stopping", flush=True)
+                    return 1
+            for child in children:
+                reason = child.check(time.monotonic())
+                if reason is not None:
+                    print(f"triune: {reason}", flush=True)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
