@@ -36,12 +36,11 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    from PIL import Image
 
+    from bench.bench_ray_engine import random_rollouts
     from trainer.algo import UpdateConfig, update_policy
     from trainer.algo.update import micro_batches, padded_tokens
     from trainer.models import build_tiny_model, freeze, param_groups
-    from trainer.rollout import Rollout, RolloutPrompt, encode_prompt
 
     torch.set_num_threads(args.threads)
     model, processor = build_tiny_model("qwen2_vl", seed=0)
@@ -50,23 +49,9 @@ def main() -> int:
     bands = [(20, 60), (60, 200), (200, 480)]
     lengths = [rng.randint(*bands[i % 3]) for i in range(args.responses)]
     rng.shuffle(lengths)
-    prompts = [
-        encode_prompt(
-            processor, RolloutPrompt([{"role": "user", "content": f"<image>{q}"}], [Image.new("RGB", s)])
-        )
-        for q, s in (("How many dogs?", (112, 112)), ("Solve for x and box the answer.", (224, 224)))
-    ]
     generator = torch.Generator().manual_seed(args.seed)
-    rollouts = [
-        Rollout(
-            prompt_index=i % 2,
-            prompt=prompts[i % 2],
-            response_ids=torch.randint(7, len(processor.tokenizer), (n,), generator=generator),
-            response_text="",
-            clipped=False,
-        )
-        for i, n in enumerate(lengths)
-    ]
+    questions = (("How many dogs?", (112, 112)), ("Solve for x and box the answer.", (224, 224)))
+    rollouts = random_rollouts(processor, lengths, generator, questions)
     advantages = torch.randn(len(rollouts), generator=generator)
     prompt_lengths = [r.prompt.length for r in rollouts]
     real = sum(prompt_lengths) + sum(lengths)

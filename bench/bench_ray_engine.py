@@ -98,29 +98,44 @@ def make_config(engine: dict | None = None) -> TrainConfig:
 def make_batch(processor: ProcessorMixin, size: int, seed: int) -> tuple[list[Rollout], torch.Tensor]:
     """``size`` rollouts with random responses of 24-64 tokens over two image prompts, and advantages.
 
-    The same (size, seed) gives the same batch (a copy of the unit tests' ``make_rollouts``
-    with drawn lengths; benches do not import tests/).
+    The same (size, seed) gives the same batch.
     """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000 + size)
+    lengths = torch.randint(LENGTHS[0], LENGTHS[1] + 1, (size,), generator=generator).tolist()
+    rollouts = random_rollouts(processor, lengths, generator)
+    return rollouts, torch.randn(size, generator=generator)
+
+
+def random_rollouts(
+    processor: ProcessorMixin,
+    lengths: list[int],
+    generator: torch.Generator,
+    prompts: tuple[tuple[str, tuple[int, int]], ...] = tuple(
+        zip(QUESTIONS, ((224, 224), (112, 56)), strict=True)
+    ),
+) -> list[Rollout]:
+    """Rollouts with random responses of ``lengths`` tokens, alternating over ``prompts`` (question,
+    image size), as the unit tests' ``make_rollouts`` builds them (benches do not import tests/)."""
     import torch
     from PIL import Image
 
     from trainer.rollout import Rollout, RolloutPrompt, encode_prompt
 
-    generator = torch.Generator().manual_seed(seed * 1_000 + size)
-    prompts = [
+    encoded = [
         encode_prompt(
             processor,
             RolloutPrompt(
                 [{"role": "user", "content": f"<image>{q}"}], [Image.new("RGB", image, (9, 90, 200))]
             ),
         )
-        for q, image in zip(QUESTIONS, ((224, 224), (112, 56)), strict=True)
+        for q, image in prompts
     ]
-    lengths = torch.randint(LENGTHS[0], LENGTHS[1] + 1, (size,), generator=generator).tolist()
-    rollouts = [
+    return [
         Rollout(
-            prompt_index=index % 2,
-            prompt=prompts[index % 2],
+            prompt_index=index % len(encoded),
+            prompt=encoded[index % len(encoded)],
             # plain tokens only: ids 7.. (0..6 are the special tokens)
             response_ids=torch.randint(7, len(processor.tokenizer), (length,), generator=generator),
             response_text="",
@@ -128,7 +143,6 @@ def make_batch(processor: ProcessorMixin, size: int, seed: int) -> tuple[list[Ro
         )
         for index, length in enumerate(lengths)
     ]
-    return rollouts, torch.randn(size, generator=generator)
 
 
 def timed_block(
