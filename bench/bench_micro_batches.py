@@ -1,14 +1,17 @@
-"""Micro-batches grouped by length (``algo.group_by_length``) against batch order: padding and time.
+"""Micro-batch layouts against batch order: grouped by length (``algo.group_by_length``) and packed
+without padding (``algo.remove_padding``, attended through a mask or sequence by sequence), padding
+and time.
 
 Usage: python bench/bench_micro_batches.py [--responses 128] [--micro 8] [--rounds 3] [--seed 0]
+       [--size tiny|small]
 
 A V-Triune batch mixes short perception answers with long reasoning ones. This bench builds
 ``--responses`` rollouts of the tiny model over two image prompts, with response lengths drawn
 from such a mix (a third 20-60 tokens, a third 60-200, a third 200-480, in random order, as
 sampling leaves them), and runs the same ``update_policy`` (log-prob recompute, one AdamW step,
-micro-batches of ``--micro``) both ways, alternating which goes first, ``--rounds`` times. It
-prints the pad tokens each way (counted as collate pads them), the median time each way and
-their ratio (grouped / in order: lower is faster), measured in the same run.
+micro-batches of ``--micro``) in each layout, rotating which goes first, ``--rounds`` times. It
+prints the pad tokens of each layout (counted as collate pads them; none when packed), the median
+time of each and its ratio to batch order (lower is faster), measured in the same run.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--size", choices=("tiny", "small"), default="tiny")
     args = parser.parse_args()
 
     import torch
@@ -41,9 +45,12 @@ def main() -> int:
     from trainer.algo import UpdateConfig, update_policy
     from trainer.algo.update import micro_batches, padded_tokens
     from trainer.models import build_tiny_model, freeze, param_groups
+    from trainer.models.attention import SDPA_VARLEN, register
+
+    register()
 
     torch.set_num_threads(args.threads)
-    model, processor = build_tiny_model("qwen2_vl", seed=0)
+    model, processor = build_tiny_model("qwen2_vl", size=args.size, seed=0)
     freeze(model, ["vit", "connector"])
     rng = random.Random(args.seed)
     bands = [(20, 60), (60, 200), (200, 480)]
@@ -55,40 +62,49 @@ def main() -> int:
     advantages = torch.randn(len(rollouts), generator=generator)
     prompt_lengths = [r.prompt.length for r in rollouts]
     real = sum(prompt_lengths) + sum(lengths)
-    pads = {
-        "in order": padded_tokens(micro_batches(range(len(rollouts)), args.micro), prompt_lengths, lengths),
-        "grouped": padded_tokens(
-            micro_batches(range(len(rollouts)), args.micro, (prompt_lengths, lengths)),
-            prompt_lengths,
-            lengths,
+    everything = range(len(rollouts))
+    grouped_pads = padded_tokens(
+        micro_batches(everything, args.micro, (prompt_lengths, lengths)), prompt_lengths, lengths
+    )
+    layouts = {  # name: (UpdateConfig options, the language model's attention, pad tokens)
+        "in order": (
+            {},
+            "sdpa",
+            padded_tokens(micro_batches(everything, args.micro), prompt_lengths, lengths),
         ),
+        "grouped": ({"group_by_length": True}, "sdpa", grouped_pads),
+        "packed, mask": ({"remove_padding": True}, "sdpa", 0),
+        "packed, varlen": ({"remove_padding": True}, SDPA_VARLEN, 0),
+        "grouped+packed": ({"group_by_length": True, "remove_padding": True}, SDPA_VARLEN, 0),
     }
 
-    def timed(grouped: bool) -> float:
+    def timed(options: dict[str, bool], attention: str) -> float:
         clone = copy.deepcopy(model)
+        clone.set_attn_implementation({"text_config": attention})
         optimizer = torch.optim.AdamW(param_groups(clone, {"llm": 1e-4}))
-        config = UpdateConfig(micro_batch_size=args.micro, group_by_length=grouped)
+        config = UpdateConfig(micro_batch_size=args.micro, **options)
         start = time.perf_counter()
         update_policy(clone, optimizer, rollouts, advantages, pad_token_id=0, config=config)
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {"in order": [], "grouped": []}
+    names = list(layouts)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
-        order = ["in order", "grouped"] if round_ % 2 == 0 else ["grouped", "in order"]
-        for name in order:
-            times[name].append(timed(name == "grouped"))
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            times[name].append(timed(*layouts[name][:2]))
 
     print(
-        f"{len(rollouts)} responses ({min(lengths)}-{max(lengths)} tokens, {real} real tokens with prompts), "
-        f"micro-batches of {args.micro}, {args.rounds} rounds, {args.threads} thread(s)"
+        f"{args.size} model, {len(rollouts)} responses ({min(lengths)}-{max(lengths)} tokens, {real} real "
+        f"tokens with prompts), micro-batches of {args.micro}, {args.rounds} rounds, {args.threads} thread(s)"
     )
-    print(f"{'micro-batches':<14} {'pad tokens':>11} {'pad share':>10} {'median update':>14}")
-    for name in ("in order", "grouped"):
-        share = pads[name] / (pads[name] + real)
-        print(f"{name:<14} {pads[name]:>11,} {share:>10.1%} {statistics.median(times[name]):>13.2f}s")
-    ratio = statistics.median(times["grouped"]) / statistics.median(times["in order"])
-    pad_ratio = pads["grouped"] / pads["in order"]
-    print(f"time grouped / in order: {ratio:.2f}   pad tokens grouped / in order: {pad_ratio:.3f}")
+    header = f"{'micro-batches':<15} {'pad tokens':>11} {'pad share':>10} {'median update':>14}"
+    print(f"{header} {'/ in order':>11}")
+    baseline = statistics.median(times["in order"])
+    for name in names:
+        pads = layouts[name][2]
+        median = statistics.median(times[name])
+        share = pads / (pads + real)
+        print(f"{name:<15} {pads:>11,} {share:>10.1%} {median:>13.2f}s {median / baseline:>10.2f}x")
     return 0
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from trainer.algo.losses import entropy_from_logits
+from trainer.algo.packing import pack_batch
 
 DEFAULT_CHUNK_TOKENS = 1024
 
@@ -36,6 +37,7 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    remove_padding: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of the response tokens under ``model``.
 
@@ -46,6 +48,9 @@ def token_logprobs(
     ``mm_token_type_ids`` must cover prompt and response: Qwen2-VL refuses images
     without it and Qwen2.5-VL silently falls back to 1-D positions.
     ``response_mask`` (B, R) marks the real response tokens.
+
+    ``remove_padding`` runs the forward on the real tokens only, packed into one row
+    (:func:`trainer.algo.packing.pack_batch`); the result is the same up to float rounding.
 
     Returns ``(logp, entropy)``, both (B, R) float32, 0 on padding:
     logp[b, t] = log softmax(z / temperature)[y] where z are the logits at column
@@ -80,8 +85,16 @@ def token_logprobs(
             "replace it first (trainer.rollout.replace_tokens)"
         )
 
-    outputs = model.model(**batch, use_cache=False)
-    hidden = outputs.last_hidden_state[:, width - response_width - 1 : width - 1]  # (B, R, H)
+    if remove_padding:
+        packed = pack_batch(model, batch)
+        outputs = model.model(**packed.inputs, use_cache=False)
+        # the packed column of the hidden state that predicts each response token (0 on padding,
+        # whose values are masked below)
+        columns = packed.flat_index[:, width - response_width - 1 : width - 1].clamp(min=0)
+        hidden = outputs.last_hidden_state[0, columns]  # (B, R, H)
+    else:
+        outputs = model.model(**batch, use_cache=False)
+        hidden = outputs.last_hidden_state[:, width - response_width - 1 : width - 1]  # (B, R, H)
     targets = input_ids[:, width - response_width :]  # (B, R)
     flat_hidden = hidden.reshape(size * response_width, -1)
     flat_targets = targets.reshape(-1)
@@ -115,9 +128,11 @@ def forward_logprobs(
     *,
     temperature: float = 1.0,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    remove_padding: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`token_logprobs`, through the model's sharded forward method when it has one."""
+    options = {"temperature": temperature, "chunk_tokens": chunk_tokens, "remove_padding": remove_padding}
     method = getattr(model, SHARDED_LOGPROBS, None)
     if method is not None:
-        return method(batch, response_mask, temperature=temperature, chunk_tokens=chunk_tokens)
-    return token_logprobs(model, batch, response_mask, temperature=temperature, chunk_tokens=chunk_tokens)
+        return method(batch, response_mask, **options)
+    return token_logprobs(model, batch, response_mask, **options)

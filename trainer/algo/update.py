@@ -72,6 +72,8 @@ class UpdateConfig:
     seed: int = 0
     # Micro-batches of sequences of like length (less padding; see micro_batches).
     group_by_length: bool = False
+    # Forward the real tokens of a micro-batch packed into one row (no padding; trainer.algo.packing).
+    remove_padding: bool = False
 
     def __post_init__(self) -> None:
         if self.mini_batch_size is not None and self.mini_batch_size < 1:
@@ -189,12 +191,14 @@ def recompute_logprobs(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     rounds: int | None = None,
     group_by_length: bool = False,
+    remove_padding: bool = False,
 ) -> list[torch.Tensor]:
     """Per-rollout log-probs of the responses under ``model`` (no gradient), each (R_i,) float32.
 
     ``rounds`` (sharded training) runs that many forward passes, repeating the first rollout
     for the passes beyond this worker's own, so that every worker joins every collective.
-    ``group_by_length`` forms the micro-batches of sequences of like length (:func:`micro_batches`).
+    ``group_by_length`` forms the micro-batches of sequences of like length (:func:`micro_batches`);
+    ``remove_padding`` packs each into one row (:func:`trainer.algo.packing.pack_batch`).
     """
     device, dtype = _device_and_dtype(model)
     was_training = model.training
@@ -213,6 +217,7 @@ def recompute_logprobs(
                 batch.response_mask,
                 temperature=temperature,
                 chunk_tokens=chunk_tokens,
+                remove_padding=remove_padding,
             )
             for row, i in enumerate(chunk):
                 result[i] = logp[row, : rollouts[i].response_length].float()
@@ -338,7 +343,7 @@ def update_policy_shard(
     logprob_micro = config.logprob_micro_batch_size or config.micro_batch_size
     recompute = {"pad_token_id": pad_token_id, "micro_batch_size": logprob_micro}
     recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
-    recompute["group_by_length"] = config.group_by_length
+    recompute |= {"group_by_length": config.group_by_length, "remove_padding": config.remove_padding}
     sequence_lengths = _sequence_lengths(rollouts) if config.group_by_length else None
     if lockstep:
         recompute["rounds"] = micro_rounds(range(len(lengths)), logprob_micro)
@@ -380,6 +385,7 @@ def update_policy_shard(
                         mask,
                         temperature=config.temperature,
                         chunk_tokens=config.chunk_tokens,
+                        remove_padding=config.remove_padding,
                     )
                     micro_adv = advantages[rows].to(device=device, dtype=torch.float32)
                     pg_loss, pg_metrics = policy_loss(

@@ -117,6 +117,14 @@ class ModelConfig(Section):
         False,
         description="Recompute activations in the backward pass: less memory, about a third more compute.",
     )
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa",
+        description=(
+            "Attention kernels of the language model and the vision tower: `sdpa` (torch's, CPU or GPU), "
+            "`eager` (plain matrix products), or `flash_attention_2` (GPU with the flash-attn package; "
+            "with algo.remove_padding its variable-length kernels skip the padding entirely)."
+        ),
+    )
 
     @field_validator("path")
     @classmethod
@@ -374,6 +382,14 @@ class AlgoConfig(Section):
         description=(
             "Form micro-batches of responses of like length (longest first) instead of in batch order: "
             "the same optimiser steps with far less padding (verl's dynamic batching, by count)."
+        ),
+    )
+    remove_padding: bool = Field(
+        False,
+        description=(
+            "Run each micro-batch's forward on its real tokens only, packed into one row (verl's "
+            "use_remove_padding): no compute on pad tokens, the same log-probs. Attention is "
+            "block-diagonal: variable-length kernels with flash_attention_2, a mask with sdpa."
         ),
     )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip (V-Triune: 1.0).")

@@ -39,6 +39,8 @@ from trainer.models import (
     load_processor,
     param_groups,
 )
+from trainer.models.attention import SDPA_VARLEN
+from trainer.models.attention import register as register_sdpa_varlen
 from trainer.models.loading import MODEL_CLASSES
 from trainer.rollout import RolloutBackend
 from trainer.tracking import Tracker
@@ -121,8 +123,19 @@ def build_model(config: TrainConfig, device: torch.device) -> PreTrainedModel:
         _, arch, size = config.model.path.split(":")
         model, _ = build_tiny_model(cast(Arch, arch), cast(Size, size), seed=config.seed)
         model = model.to(device=device, dtype=dtype)
+        if config.model.attention != "sdpa":
+            model.set_attn_implementation(config.model.attention)
     else:
-        model, _ = load_model(config.model.path, dtype=dtype, device=device, **_pixels(config))
+        model, _ = load_model(
+            config.model.path,
+            dtype=dtype,
+            device=device,
+            attn_implementation=config.model.attention,
+            **_pixels(config),
+        )
+    if config.algo.remove_padding and config.model.attention == "sdpa":
+        register_sdpa_varlen()  # the packed rows' attention, sequence by sequence
+        model.set_attn_implementation({"text_config": SDPA_VARLEN})
     freeze(model, config.model.freeze)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -165,6 +178,7 @@ def update_config(config: TrainConfig) -> UpdateConfig:
         temperature=config.rollout.temperature,
         seed=config.seed,
         group_by_length=algo.group_by_length,
+        remove_padding=algo.remove_padding,
     )
 
 

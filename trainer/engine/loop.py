@@ -67,6 +67,7 @@ from trainer.engine.sources import load_sources
 from trainer.engine.state import TrainState
 from trainer.engine.step import StepResult, train_step
 from trainer.engine.stop import StopRequest
+from trainer.models.loading import flash_attn_importable
 from trainer.monitor import Metrics
 from trainer.rollout import RolloutBackend, backend_names, build_backend, vllm_importable, vllm_problems
 from trainer.tracking import ConsoleSink, MultiSink, build_tracker
@@ -124,6 +125,24 @@ def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> lis
             for reason in vllm_problems(cuda_available=gpus, importable=importable)
         ]
     problems += deepspeed_problems(config, importable=deepspeed_importable())
+    if config.model.attention == "flash_attention_2":
+        # as for vLLM, Ray workers check their own environment
+        importable = flash_attn_importable() if engine.kind == "local" else True
+        if not gpus:
+            problems.append(
+                Problem(
+                    "model.attention",
+                    "flash_attention_2 runs on CUDA GPUs only, and this run has none; use sdpa",
+                )
+            )
+        if not importable:
+            problems.append(
+                Problem(
+                    "model.attention",
+                    "flash_attention_2 needs the flash-attn package (pip install flash-attn), which is not "
+                    "installed here; or use sdpa",
+                )
+            )
     if engine.offload and not gpus:
         problems.append(
             Problem(

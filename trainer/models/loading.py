@@ -11,6 +11,7 @@ are read.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -92,6 +93,11 @@ def load_processor(
     return PROCESSORS[arch](
         image_processor=image_processor, tokenizer=tokenizer, chat_template=_chat_template(path, tokenizer)
     )
+
+
+def flash_attn_importable() -> bool:
+    """Whether ``import flash_attn`` (``model.attention: flash_attention_2``) would find a package."""
+    return importlib.util.find_spec("flash_attn") is not None
 
 
 def load_model(

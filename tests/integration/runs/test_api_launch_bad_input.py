@@ -79,7 +79,7 @@ LR_KEYS = (
     "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
     "grad_clip, group_by_length, kl, logprob_micro_batch_size, lr, max_nan_steps, micro_batch_size, "
     "mini_batch_size, "
-    "ppo_epochs, warmup_ratio, weight_decay"
+    "ppo_epochs, remove_padding, warmup_ratio, weight_decay"
 )
 SECTIONS = (
     "algo, checkpoint, data, engine, eval, model, output_dir, reward, rollout, seed, total_steps, tracking, "

@@ -13,6 +13,7 @@ RAY_ADDRESS) writes what the action produced to OUT (torch.save of a dict) for t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,6 +32,11 @@ from trainer.engine.distributed import start_ray_policy
 LENGTHS = (3, 7, 1, 5, 4, 6)
 ADVANTAGES = torch.tensor([1.0, -0.5, 0.25, -1.0, 0.75, -0.25])
 UPDATE = UpdateConfig(mini_batch_size=3, micro_batch_size=2, seed=5)  # two optimizer steps, shuffled
+
+
+def update_for(config: TrainConfig) -> UpdateConfig:
+    """:data:`UPDATE` with the config's padding removal (packed rows through the workers' models)."""
+    return dataclasses.replace(UPDATE, remove_padding=config.algo.remove_padding)
 
 
 def main(action: str, config_json: str, out: str) -> dict:
@@ -54,7 +60,8 @@ def main(action: str, config_json: str, out: str) -> dict:
             pid = ray.get(policy.actors[1].__ray_call__.remote(lambda self: os.getpid()))
             os.kill(pid, signal.SIGKILL)
         try:
-            result["metrics"] = policy.update(make_rollouts(processor, LENGTHS), ADVANTAGES, UPDATE)
+            rollouts = make_rollouts(processor, LENGTHS)
+            result["metrics"] = policy.update(rollouts, ADVANTAGES, update_for(config))
         except EngineFailure as exc:
             return {"error": str(exc)}
         result["weights"] = policy.full_state()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.integration.trainer.conftest import small_config
-from tests.integration.trainer.ray_probe import ADVANTAGES, LENGTHS, UPDATE
+from tests.integration.trainer.ray_probe import ADVANTAGES, LENGTHS, update_for
 from tests.unit.trainer.algo.conftest import make_rollouts
 from trainer.checkpoint import latest_complete
 from trainer.config import TrainConfig
@@ -61,7 +61,7 @@ def _single_process(config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[
     local = TrainConfig.model_validate(json.loads(config.model_dump_json()) | {"engine": {}}, strict=False)
     policy = build_local_policy(local, processor, torch.device("cpu"))
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
-    metrics = policy.update(make_rollouts(processor, LENGTHS), ADVANTAGES, UPDATE)
+    metrics = policy.update(make_rollouts(processor, LENGTHS), ADVANTAGES, update_for(config))
     return policy.model.state_dict(), metrics, before
 
 
@@ -107,6 +107,12 @@ def test_two_workers_update_the_weights_as_one_process_does(ray_head, synth_dir,
     metrics, want_metrics = _assert_same_update(ray_head, _config(synth_dir, sharding=sharding), tmp_path)
     layers = [k for k in want_metrics if k.startswith("grad_norm/")]
     assert layers and all(metrics[k] == pytest.approx(want_metrics[k], rel=1e-4, abs=1e-7) for k in layers)
+
+
+def test_two_fsdp_workers_on_packed_rows_update_as_one_process(ray_head, synth_dir, tmp_path) -> None:
+    data = json.loads(_config(synth_dir, sharding="fsdp").model_dump_json())
+    data["algo"]["remove_padding"] = True  # packed rows, attended sequence by sequence
+    _assert_same_update(ray_head, TrainConfig.model_validate(data, strict=False), tmp_path)
 
 
 def test_a_checkpoint_of_two_sharded_workers_resumes_on_one(ray_head, synth_dir, tmp_path) -> None:

@@ -219,7 +219,7 @@ LR_KEYS = (
     "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
     "grad_clip, group_by_length, kl, logprob_micro_batch_size, lr, max_nan_steps, micro_batch_size, "
     "mini_batch_size, "
-    "ppo_epochs, warmup_ratio, weight_decay"
+    "ppo_epochs, remove_padding, warmup_ratio, weight_decay"
 )
 PLACEHOLDER = (
     "'<path/to/Qwen2.5-VL-7B-Instruct>' is a placeholder; override it with model.path=/path/to/checkpoint"

@@ -137,9 +137,15 @@ class LogprobsModule(nn.Module):
         *,
         temperature: float,
         chunk_tokens: int,
+        remove_padding: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return token_logprobs(
-            self.policy, batch, response_mask, temperature=temperature, chunk_tokens=chunk_tokens
+            self.policy,
+            batch,
+            response_mask,
+            temperature=temperature,
+            chunk_tokens=chunk_tokens,
+            remove_padding=remove_padding,
         )
 
 
@@ -226,8 +232,15 @@ def shard_with_deepspeed(
         *,
         temperature: float = 1.0,
         chunk_tokens: int = 1024,
+        remove_padding: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return engine(batch, response_mask, temperature=temperature, chunk_tokens=chunk_tokens)
+        return engine(
+            batch,
+            response_mask,
+            temperature=temperature,
+            chunk_tokens=chunk_tokens,
+            remove_padding=remove_padding,
+        )
 
     setattr(model, SHARDED_LOGPROBS, types.MethodType(sharded_token_logprobs, model))
     return engine, zero_optimizer, DeepSpeedCollective(engine, device, world=world)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trainer.config import load_config
-from trainer.engine.build import group_lrs, setup_problems, update_config
+from trainer.engine.build import build_model, group_lrs, setup_problems, update_config
 from trainer.engine.loop import environment_problems, eval_due, nan_limit
 from trainer.engine.state import step_seed
 
@@ -37,6 +37,37 @@ def test_update_config_counts_mini_batches_in_responses(overrides, mini) -> None
     assert update.kl_coef == 0.0
 
 
+def test_update_config_passes_the_padding_options() -> None:
+    update = update_config(config("algo.remove_padding=true", "algo.group_by_length=true"))
+    assert update.remove_padding and update.group_by_length
+    assert not update_config(config()).remove_padding
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_build_model_uses_the_configured_attention(attention) -> None:
+    import torch
+
+    model = build_model(config(f"model.attention={attention}"), torch.device("cpu"))
+    assert model.config.text_config._attn_implementation == attention
+    assert model.config.vision_config._attn_implementation == attention
+
+
+@pytest.mark.parametrize(
+    ("overrides", "text", "vision"),
+    [
+        (["algo.remove_padding=true"], "sdpa_varlen", "sdpa"),  # packed rows attended sequence by sequence
+        (["algo.remove_padding=true", "model.attention=eager"], "eager", "eager"),
+        ([], "sdpa", "sdpa"),
+    ],
+)
+def test_remove_padding_attends_packed_rows_sequence_by_sequence(overrides, text, vision) -> None:
+    import torch
+
+    model = build_model(config(*overrides), torch.device("cpu"))
+    assert model.config.text_config._attn_implementation == text
+    assert model.config.vision_config._attn_implementation == vision
+
+
 def test_update_config_turns_kl_on_with_its_kind() -> None:
     update = update_config(config("algo.kl.kind=k1", "algo.kl.coef=0.05", "rollout.temperature=0.7"))
     assert (update.kl_kind, update.kl_coef, update.temperature) == ("k1", 0.05, 0.7)
@@ -61,6 +92,15 @@ def test_setup_problems() -> None:
             ],
         ),
         (
+            ["model.attention=flash_attention_2"],
+            {},
+            [
+                "model.attention: flash_attention_2 runs on CUDA GPUs only, and this run has none; use sdpa",
+                "model.attention: flash_attention_2 needs the flash-attn package (pip install flash-attn), "
+                "which is not installed here; or use sdpa",
+            ],
+        ),
+        (
             ["tracking.http={url: 'http://h:1', run_id: r}"],
             {"TRIUNE_RUN_TOKEN": ""},
             ["tracking.http.token_env: environment variable TRIUNE_RUN_TOKEN is empty or not set"],
@@ -76,6 +116,7 @@ def test_setup_problems() -> None:
 def test_environment_problems(overrides, environ, expected, monkeypatch) -> None:
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the same verdicts on a GPU machine
     monkeypatch.setattr("trainer.engine.loop.vllm_importable", lambda: False)
+    monkeypatch.setattr("trainer.engine.loop.flash_attn_importable", lambda: False)
     assert [str(p) for p in environment_problems(config(*overrides), environ)] == expected
 
 
