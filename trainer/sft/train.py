@@ -130,12 +130,18 @@ def build_example(
 
 
 def sft_loss(
-    model: PreTrainedModel, examples: Sequence[Rollout], *, pad_token_id: int, micro_batch_size: int
+    model: PreTrainedModel,
+    examples: Sequence[Rollout],
+    *,
+    pad_token_id: int,
+    micro_batch_size: int,
+    remove_padding: bool = False,
 ) -> float:
     """Backpropagate the token-mean NLL of the responses of ``examples``; return its value.
 
     Micro-batches are weighted by their share of the tokens, so the accumulated gradient is
-    that of the mean over every response token of the batch.
+    that of the mean over every response token of the batch. ``remove_padding`` packs each
+    micro-batch into one row, as the policy update does (``algo.remove_padding``).
     """
     param = next(model.parameters())
     total_tokens = float(sum(e.response_length for e in examples))
@@ -143,7 +149,9 @@ def sft_loss(
     for start in range(0, len(examples), micro_batch_size):
         part = examples[start : start + micro_batch_size]
         batch = collate(part, pad_token_id=pad_token_id).to(param.device, param.dtype)
-        logp, _ = token_logprobs(model, batch.model_inputs(), batch.response_mask)
+        logp, _ = token_logprobs(
+            model, batch.model_inputs(), batch.response_mask, remove_padding=remove_padding
+        )
         nll = -(logp * batch.response_mask).sum()
         (nll / total_tokens).backward()
         loss_sum += float(nll.detach())
@@ -250,7 +258,13 @@ def run_sft(
                 for item in items
             ]
             optimizer.zero_grad(set_to_none=True)
-            loss = sft_loss(model, examples, pad_token_id=pad, micro_batch_size=config.algo.micro_batch_size)
+            loss = sft_loss(
+                model,
+                examples,
+                pad_token_id=pad,
+                micro_batch_size=config.algo.micro_batch_size,
+                remove_padding=config.algo.remove_padding,
+            )
             if not math.isfinite(loss):
                 raise ValueError(f"warm-start step {step}: the loss is {loss}; lower --lr")
             torch.nn.utils.clip_grad_norm_(params, config.algo.grad_clip)
