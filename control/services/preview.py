@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +13,10 @@ _lock = threading.Lock()
 
 
 def _get_pool():
-    """One small reward pool per web process: hostile LaTeX must not hang a request."""
+    """One small reward pool per web process: hostile LaTeX must not hang a request.
+
+    The pool closes itself when the process exits (``RewardPool`` registers its own finalizer).
+    """
     global _pool
     with _lock:
         if _pool is None:
@@ -22,16 +24,7 @@ def _get_pool():
 
             _pool = RewardPool(workers=1, timeout_s=PREVIEW_TIMEOUT_S)
             _pool.__enter__()
-            atexit.register(_close_pool)
         return _pool
-
-
-def _close_pool() -> None:
-    global _pool
-    with _lock:
-        if _pool is not None:
-            _pool.__exit__(None, None, None)
-            _pool = None
 
 
 def score_response(
