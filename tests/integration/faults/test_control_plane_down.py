@@ -3,11 +3,13 @@ metric it logged meanwhile arrives afterwards, once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,18 @@ class Trainer:
             self.process.wait()
 
 
+@contextlib.contextmanager
+def _running_trainer(stack, seeded: dict, folder: Path, total_steps: int) -> Iterator[Trainer]:
+    """A :class:`Trainer`, killed at the end if still running, with the web server up again."""
+    trainer = Trainer(stack, seeded, folder, total_steps)
+    try:
+        yield trainer
+    finally:
+        trainer.kill()
+        if stack.web is None:
+            stack.start_web()
+
+
 def _assert_every_point_stored_once(stack, run_id: int, trainer: Trainer, total_steps: int) -> None:
     local = _local_points(trainer.metrics)
     assert max(step for step, _, _ in local) == total_steps
@@ -109,8 +123,7 @@ OUTAGE_S = 60.0 if os.environ.get("TRIUNE_SLOW") else 0.0
 
 def test_the_run_goes_on_while_the_control_plane_is_down_and_no_metric_is_lost(stack, seeded, tmp_path):
     total = 400 if OUTAGE_S else 40
-    trainer = Trainer(stack, seeded, tmp_path, total_steps=total)
-    try:
+    with _running_trainer(stack, seeded, tmp_path, total_steps=total) as trainer:
         trainer.wait_until("two steps", lambda: trainer.last_step() >= 2)
         stack.stop_web()
         down_at, down_since = trainer.last_step(), time.monotonic()
@@ -123,10 +136,6 @@ def test_the_run_goes_on_while_the_control_plane_is_down_and_no_metric_is_lost(s
         trained = trainer.last_step() - down_at
         stack.start_web()
         trainer.finish()
-    finally:
-        trainer.kill()
-        if stack.web is None:
-            stack.start_web()
     _assert_every_point_stored_once(stack, seeded["run"], trainer, total)
     print(
         f"web server down {outage:.0f} s: {trained} steps trained meanwhile, {spooled} points spooled,"
@@ -135,8 +144,7 @@ def test_the_run_goes_on_while_the_control_plane_is_down_and_no_metric_is_lost(s
 
 
 def test_a_run_that_ends_while_the_control_plane_is_down_delivers_when_it_returns(stack, seeded, tmp_path):
-    trainer = Trainer(stack, seeded, tmp_path, total_steps=4)
-    try:
+    with _running_trainer(stack, seeded, tmp_path, total_steps=4) as trainer:
         trainer.wait_until("the first step", lambda: trainer.last_step() >= 1)
         stack.stop_web()
         # The run is over; its trainer waits (tracking.http.close_wait_s) for the platform.
@@ -146,8 +154,4 @@ def test_a_run_that_ends_while_the_control_plane_is_down_delivers_when_it_return
         assert trainer.last_step() == 4 and trainer.spool.exists()
         stack.start_web()
         trainer.finish()
-    finally:
-        trainer.kill()
-        if stack.web is None:
-            stack.start_web()
     _assert_every_point_stored_once(stack, seeded["run"], trainer, 4)

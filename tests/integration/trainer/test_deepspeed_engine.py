@@ -46,6 +46,12 @@ def test_two_zero_workers_update_the_weights_as_one_process_does(
     assert not [k for k in metrics if k.startswith("grad_norm/")]
 
 
+def test_two_zero3_workers_on_packed_rows_update_as_one_process(ray_head, synth_dir, tmp_path) -> None:
+    data = json.loads(_zero_config(synth_dir, 3).model_dump_json())
+    data["algo"]["remove_padding"] = True  # the packed forward through DeepSpeed's engine
+    _assert_same_update(ray_head, TrainConfig.model_validate(data, strict=False), tmp_path)
+
+
 def test_a_checkpoint_of_two_zero3_workers_resumes_in_one_process_and_back(
     ray_head, synth_dir, tmp_path
 ) -> None:
