@@ -267,6 +267,21 @@ class RolloutConfig(Section):
         le=1 << 20,
         description="Prompts per training step, before the n-fold expansion (V-Triune: 1024).",
     )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "With backend vllm: the share of the GPU's memory vLLM may take for its weights, "
+            "activations and KV cache while it generates (it sleeps during the update); null: 0.5."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutConfig:
+        if self.gpu_memory_utilization is not None and self.backend != "vllm":
+            problem("gpu_memory_utilization", f"needs rollout.backend vllm, got backend {self.backend}")
+        return self
 
 
 class KLConfig(Section):

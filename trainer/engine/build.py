@@ -10,7 +10,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch.optim import AdamW, Optimizer
@@ -157,6 +157,14 @@ def build_optimizer(model: PreTrainedModel, config: TrainConfig) -> tuple[Optimi
     groups = param_groups(model, group_lrs(config), weight_decay=config.algo.weight_decay)
     optimizer = AdamW(groups, lr=config.algo.lr, weight_decay=config.algo.weight_decay)
     return optimizer, warmup_constant_schedule(optimizer, config.total_steps, config.algo.warmup_ratio)
+
+
+def backend_options(config: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of the rollout backend of ``config`` besides the model and processor."""
+    options: dict[str, Any] = {"max_batch_size": config.rollout.micro_batch_size}
+    if config.rollout.backend == "vllm" and config.rollout.gpu_memory_utilization is not None:
+        options["gpu_memory_utilization"] = config.rollout.gpu_memory_utilization
+    return options
 
 
 def update_config(config: TrainConfig) -> UpdateConfig:

@@ -42,6 +42,7 @@ from trainer.config import ResolvedSource, TrainConfig
 from trainer.data.prompt_pool import PromptPool
 from trainer.engine.build import (
     Runtime,
+    backend_options,
     build_local_policy,
     build_processor_for,
     build_state,
@@ -183,10 +184,7 @@ def build_policy(config: TrainConfig, processor: ProcessorMixin) -> tuple[Policy
         return in_process, in_process
     local = build_local_policy(config, processor, device_for_run())
     backend = build_backend(
-        config.rollout.backend,
-        model=local.model,
-        processor=processor,
-        max_batch_size=config.rollout.micro_batch_size,
+        config.rollout.backend, model=local.model, processor=processor, **backend_options(config)
     )
     return local, backend
 

@@ -33,6 +33,7 @@ from trainer.algo.update import COMPUTE_DEVICE
 from trainer.checkpoint import POLICY_DIR, model_signature, save_torch
 from trainer.config import TrainConfig
 from trainer.engine.build import (
+    backend_options,
     build_model,
     build_optimizer,
     build_processor_for,
@@ -162,10 +163,7 @@ class PolicyWorker:
             )
             self.zero = ZeroParts(ds_engine, names, keys, signature)
         self.backend = build_backend(
-            self.config.rollout.backend,
-            model=model,
-            processor=self.processor,
-            max_batch_size=self.config.rollout.micro_batch_size,
+            self.config.rollout.backend, model=model, processor=self.processor, **backend_options(self.config)
         )
         return backend
 

@@ -112,6 +112,18 @@ INVALID = [
     (["rollout.n=-8"], ["rollout.n: must be > 0, got -8"]),
     (["rollout.n=100000"], ["rollout.n: must be <= 1024, got 100000"]),
     (["rollout.max_response_length=0"], ["rollout.max_response_length: must be > 0, got 0"]),
+    (
+        ["rollout.backend=vllm", "rollout.gpu_memory_utilization=1.5"],
+        ["rollout.gpu_memory_utilization: must be <= 1, got 1.5"],
+    ),
+    (
+        ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0"],
+        ["rollout.gpu_memory_utilization: must be > 0, got 0"],
+    ),
+    (
+        ["rollout.gpu_memory_utilization=0.4"],
+        ["rollout.gpu_memory_utilization: needs rollout.backend vllm, got backend hf"],
+    ),
     (["model.min_pixels=-1"], ["model.min_pixels: must be > 0, got -1"]),
     (["algo.lr=-1e-6"], ["algo.lr: must be > 0, got -1e-06"]),
     (["algo.micro_batch_size=0"], ["algo.micro_batch_size: must be > 0, got 0"]),

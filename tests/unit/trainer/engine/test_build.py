@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trainer.config import load_config
-from trainer.engine.build import build_model, group_lrs, setup_problems, update_config
+from trainer.engine.build import backend_options, build_model, group_lrs, setup_problems, update_config
 from trainer.engine.loop import environment_problems, eval_due, nan_limit
 from trainer.engine.state import step_seed
 
@@ -35,6 +35,22 @@ def test_update_config_counts_mini_batches_in_responses(overrides, mini) -> None
     assert update.micro_batch_size == 16 and update.max_grad_norm == 1.0
     assert (update.clip_low, update.clip_high, update.dual_clip_c) == (0.2, 0.28, 3.0)
     assert update.kl_coef == 0.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "options"),
+    [
+        ([], {"max_batch_size": 64}),
+        (["rollout.micro_batch_size=8"], {"max_batch_size": 8}),
+        (["rollout.backend=vllm"], {"max_batch_size": 64}),  # vLLM's own default share
+        (
+            ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.3"],
+            {"max_batch_size": 64, "gpu_memory_utilization": 0.3},
+        ),
+    ],
+)
+def test_backend_options(overrides, options) -> None:
+    assert backend_options(config(*overrides)) == options
 
 
 def test_update_config_passes_the_padding_options() -> None:

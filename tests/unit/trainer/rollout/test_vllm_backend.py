@@ -389,3 +389,16 @@ def test_generate_refuses_bad_arguments(tiny, fake_vllm):
         backend.generate([image_prompt()], n=1, max_new_tokens=4, temperature=0.0)
     assert backend.llm.calls == ["sleep 2"]  # refused before waking the engine
     backend.close()
+
+
+def test_the_config_memory_share_reaches_the_engine(tiny, fake_vllm):
+    from trainer.config import load_config
+    from trainer.engine.build import backend_options
+    from trainer.rollout import build_backend
+
+    model, processor = tiny
+    config = load_config("tiny-cpu-demo", ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.35"])
+    backend = build_backend("vllm", model=model, processor=processor, **backend_options(config))
+    assert backend.llm.kwargs["gpu_memory_utilization"] == 0.35
+    assert backend.llm.kwargs["max_num_seqs"] == config.rollout.micro_batch_size
+    backend.close()
