@@ -74,12 +74,16 @@ class UpdateConfig:
     group_by_length: bool = False
     # Forward the real tokens of a micro-batch packed into one row (no padding; trainer.algo.packing).
     remove_padding: bool = False
+    # Most tokens in a micro-batch, as the forward sees them (see micro_batches); None = no limit.
+    micro_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.mini_batch_size is not None and self.mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1 or None, got {self.mini_batch_size}")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ValueError(f"micro_batch_tokens must be >= 1 or None, got {self.micro_batch_tokens}")
         if self.logprob_micro_batch_size is not None and self.logprob_micro_batch_size < 1:
             raise ValueError(
                 f"logprob_micro_batch_size must be >= 1 or None, got {self.logprob_micro_batch_size}"
@@ -122,15 +126,23 @@ def micro_batches(
     indices: Sequence[int],
     size: int,
     lengths: tuple[Sequence[int], Sequence[int]] | None = None,
+    *,
+    group: bool = True,
+    tokens: int | None = None,
+    packed: bool = False,
 ) -> list[list[int]]:
-    """``indices`` in chunks of ``size``; with ``lengths`` (each index's prompt and response tokens),
-    in the order of the three below that leaves the fewest pad tokens.
+    """``indices`` in micro-batches of at most ``size`` sequences and, with ``tokens``, at most
+    that many tokens as the forward sees them (``packed``: the real tokens; else every row as
+    wide as the micro-batch's longest prompt plus its longest response). ``lengths`` holds each
+    index's prompt and response tokens; a sequence longer than ``tokens`` goes alone.
 
-    A micro-batch is padded to its longest prompt plus its longest response, so grouping sequences
-    of like length removes most of the padding; the same sequences are in the same optimiser step
-    either way, and only the order of the gradient sums changes. The orders tried, longest first:
-    by prompt then response (prompts of a few distinct image sizes), by response (prompts alike),
-    and by the sum (both vary).
+    With ``lengths`` and ``group``, sequences of like length are put together, in the order of
+    the three below that leaves the fewest pad tokens (then the fewest micro-batches). A
+    micro-batch is padded to its longest prompt plus its longest response, so grouping removes
+    most of the padding; the same sequences are in the same optimiser step either way, and only
+    the order of the gradient sums changes. The orders tried, longest first: by prompt then
+    response (prompts of a few distinct image sizes), by response (prompts alike), and by the
+    sum (both vary).
 
     >>> micro_batches([0, 1, 2, 3], 2)
     [[0, 1], [2, 3]]
@@ -138,17 +150,62 @@ def micro_batches(
     [[1, 3], [2, 0]]
     >>> micro_batches([0, 1, 2, 3], 2, lengths=([50, 10, 50, 10], [5, 90, 7, 80]))
     [[2, 0], [1, 3]]
+    >>> lengths = ([10, 10, 10, 10], [5, 90, 7, 80])
+    >>> micro_batches([0, 1, 2, 3], 4, lengths, group=False, tokens=120)
+    [[0], [1], [2], [3]]
+    >>> micro_batches([0, 1, 2, 3], 4, lengths, group=False, tokens=120, packed=True)
+    [[0, 1], [2, 3]]
     """
     if lengths is None:
+        if tokens is not None:
+            raise ValueError("a token budget needs each sequence's lengths")
         return _chunks(indices, size)
     prompts, responses = lengths
-    keys = (
-        lambda i: (-prompts[i], -responses[i]),
-        lambda i: -responses[i],
-        lambda i: -(prompts[i] + responses[i]),
-    )
-    orders = [_chunks(sorted(indices, key=key), size) for key in keys]
-    return min(orders, key=lambda groups: padded_tokens(groups, prompts, responses))
+    if group:
+        keys = (
+            lambda i: (-prompts[i], -responses[i]),
+            lambda i: -responses[i],
+            lambda i: -(prompts[i] + responses[i]),
+        )
+        orders = [sorted(indices, key=key) for key in keys]
+    else:
+        orders = [list(indices)]
+    splits = [_split(order, size, prompts, responses, tokens=tokens, packed=packed) for order in orders]
+
+    def padding_then_count(groups: list[list[int]]) -> tuple[int, int]:
+        return 0 if packed else padded_tokens(groups, prompts, responses), len(groups)
+
+    return min(splits, key=padding_then_count)
+
+
+def _split(
+    order: Sequence[int],
+    size: int,
+    prompts: Sequence[int],
+    responses: Sequence[int],
+    *,
+    tokens: int | None,
+    packed: bool,
+) -> list[list[int]]:
+    """``order`` cut in turn into micro-batches of at most ``size`` sequences and ``tokens`` tokens."""
+    if tokens is None:
+        return _chunks(order, size)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    longest_prompt = longest_response = real = 0
+    for index in order:
+        prompt, response = max(longest_prompt, prompts[index]), max(longest_response, responses[index])
+        grown = real + prompts[index] + responses[index]
+        cost = grown if packed else (len(current) + 1) * (prompt + response)
+        if current and (len(current) == size or cost > tokens):
+            groups.append(current)
+            current, prompt, response = [], prompts[index], responses[index]
+            grown = prompts[index] + responses[index]
+        current.append(index)
+        longest_prompt, longest_response, real = prompt, response, grown
+    if current:
+        groups.append(current)
+    return groups
 
 
 def padded_tokens(
@@ -173,6 +230,27 @@ def _sequence_lengths(rollouts: Sequence[Rollout]) -> tuple[list[int], list[int]
     return [r.prompt.length for r in rollouts], [r.response_length for r in rollouts]
 
 
+def _micro_batches_of(
+    rollouts: Sequence[Rollout],
+    indices: Sequence[int],
+    size: int,
+    *,
+    group_by_length: bool,
+    tokens: int | None,
+    packed: bool,
+) -> list[list[int]]:
+    """:func:`micro_batches` of ``indices`` (into ``rollouts``), with the lengths when they matter."""
+    lengths = _sequence_lengths(rollouts) if group_by_length or tokens is not None else None
+    return micro_batches(indices, size, lengths, group=group_by_length, tokens=tokens, packed=packed)
+
+
+def _most_over_workers(shard: Shard, count: int) -> int:
+    """The largest ``count`` of any worker (every worker calls this with its own)."""
+    counts = [0.0] * shard.world
+    counts[shard.rank] = float(count)
+    return int(max(shard.collective.sum_floats(counts)))
+
+
 def _pad_rows(rows: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
     out = torch.zeros((len(rows), width), dtype=torch.float32, device=device)
     for row, values in enumerate(rows):
@@ -192,20 +270,28 @@ def recompute_logprobs(
     rounds: int | None = None,
     group_by_length: bool = False,
     remove_padding: bool = False,
+    micro_batch_tokens: int | None = None,
 ) -> list[torch.Tensor]:
     """Per-rollout log-probs of the responses under ``model`` (no gradient), each (R_i,) float32.
 
     ``rounds`` (sharded training) runs that many forward passes, repeating the first rollout
     for the passes beyond this worker's own, so that every worker joins every collective.
     ``group_by_length`` forms the micro-batches of sequences of like length (:func:`micro_batches`);
-    ``remove_padding`` packs each into one row (:func:`trainer.algo.packing.pack_batch`).
+    ``remove_padding`` packs each into one row (:func:`trainer.algo.packing.pack_batch`);
+    ``micro_batch_tokens`` bounds the tokens of each.
     """
     device, dtype = _device_and_dtype(model)
     was_training = model.training
     model.eval()
     result: list[torch.Tensor | None] = [None] * len(rollouts)
-    lengths = _sequence_lengths(rollouts) if group_by_length else None
-    chunks = micro_batches(range(len(rollouts)), micro_batch_size, lengths)
+    chunks = _micro_batches_of(
+        rollouts,
+        range(len(rollouts)),
+        micro_batch_size,
+        group_by_length=group_by_length,
+        tokens=micro_batch_tokens,
+        packed=remove_padding,
+    )
     padding = max(0, (rounds or 0) - len(chunks))
     try:
         for chunk in chunks + [[]] * padding:
@@ -344,8 +430,18 @@ def update_policy_shard(
     recompute = {"pad_token_id": pad_token_id, "micro_batch_size": logprob_micro}
     recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
     recompute |= {"group_by_length": config.group_by_length, "remove_padding": config.remove_padding}
-    sequence_lengths = _sequence_lengths(rollouts) if config.group_by_length else None
-    if lockstep:
+    recompute["micro_batch_tokens"] = config.micro_batch_tokens
+    batching = {
+        "group_by_length": config.group_by_length,
+        "tokens": config.micro_batch_tokens,
+        "packed": config.remove_padding,
+    }
+    if lockstep and config.micro_batch_tokens is not None:
+        # token budgets cut each worker's share its own way: every worker runs the most passes
+        assert shard is not None
+        own = _micro_batches_of(rollouts, range(len(rollouts)), logprob_micro, **batching)
+        recompute["rounds"] = _most_over_workers(shard, len(own))
+    elif lockstep:
         recompute["rounds"] = micro_rounds(range(len(lengths)), logprob_micro)
     old_logps = recompute_logprobs(model, rollouts, **recompute)
     ref_logps = recompute_logprobs(ref_model, rollouts, **recompute) if ref_model is not None else None
@@ -367,9 +463,14 @@ def update_policy_shard(
             for mini in _chunks(order, mini_size):
                 mini_tokens = float(sum(lengths[g] for g in mini))
                 mine = [local[g] for g in mini if owner[g] == rank]
-                micros = micro_batches(mine, config.micro_batch_size, sequence_lengths)
+                micros = _micro_batches_of(rollouts, mine, config.micro_batch_size, **batching)
                 if lockstep:
-                    micros += [[]] * (micro_rounds(mini, config.micro_batch_size) - len(micros))
+                    assert shard is not None
+                    if config.micro_batch_tokens is None:
+                        rounds = micro_rounds(mini, config.micro_batch_size)
+                    else:
+                        rounds = _most_over_workers(shard, len(micros))
+                    micros += [[]] * (rounds - len(micros))
                 optimizer.zero_grad(set_to_none=True)
                 finite = True
                 for micro in micros:

@@ -399,6 +399,17 @@ class AlgoConfig(Section):
             "the same optimiser steps with far less padding (verl's dynamic batching, by count)."
         ),
     )
+    micro_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        le=1 << 24,
+        description=(
+            "Most tokens in a micro-batch, as the forward sees them (the real tokens with "
+            "remove_padding, else rows x the longest prompt + response); with long-tailed lengths, "
+            "short responses share a pass and long ones get their own (verl's dynamic batch size). "
+            "micro_batch_size still caps the sequences; one longer than this goes alone. null: no limit."
+        ),
+    )
     remove_padding: bool = Field(
         False,
         description=(

@@ -187,6 +187,7 @@ def update_config(config: TrainConfig) -> UpdateConfig:
         seed=config.seed,
         group_by_length=algo.group_by_length,
         remove_padding=algo.remove_padding,
+        micro_batch_tokens=algo.micro_batch_tokens,
     )
 
 

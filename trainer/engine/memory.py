@@ -116,6 +116,22 @@ def model_shape(model: torch.nn.Module) -> ModelShape:
     )
 
 
+def micro_batch_rows(config: TrainConfig) -> int:
+    """Longest sequences a micro-batch can hold: ``algo.micro_batch_size``, fewer under a token budget.
+
+    >>> from trainer.config import load_config
+    >>> config = load_config("tiny-cpu-demo", ["algo.micro_batch_size=16", "algo.micro_batch_tokens=2000"])
+    >>> (config.data.max_prompt_length + config.rollout.max_response_length, micro_batch_rows(config))
+    (576, 3)
+    """
+    rows = config.algo.micro_batch_size
+    budget = config.algo.micro_batch_tokens
+    if budget is None:
+        return rows
+    sequence = config.data.max_prompt_length + config.rollout.max_response_length
+    return min(rows, max(1, budget // sequence))
+
+
 def estimate_for(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:
     """The estimate of one worker of the run ``config``."""
     engine = config.engine
@@ -124,7 +140,7 @@ def estimate_for(config: TrainConfig, shape: ModelShape) -> MemoryEstimate:
         dtype_bytes=torch.empty((), dtype=getattr(torch, config.model.dtype)).element_size(),
         shards=engine.workers if engine.sharding == "fsdp" else 1,
         offload=engine.offload,
-        micro_batch=config.algo.micro_batch_size,
+        micro_batch=micro_batch_rows(config),
         sequence=config.data.max_prompt_length + config.rollout.max_response_length,
         gradient_checkpointing=config.model.gradient_checkpointing,
         generated_together=config.rollout.micro_batch_size,

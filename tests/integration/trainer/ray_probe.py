@@ -35,8 +35,11 @@ UPDATE = UpdateConfig(mini_batch_size=3, micro_batch_size=2, seed=5)  # two opti
 
 
 def update_for(config: TrainConfig) -> UpdateConfig:
-    """:data:`UPDATE` with the config's padding removal (packed rows through the workers' models)."""
-    return dataclasses.replace(UPDATE, remove_padding=config.algo.remove_padding)
+    """:data:`UPDATE` with the config's padding removal and token budget."""
+    algo = config.algo
+    return dataclasses.replace(
+        UPDATE, remove_padding=algo.remove_padding, micro_batch_tokens=algo.micro_batch_tokens
+    )
 
 
 def main(action: str, config_json: str, out: str) -> dict:

@@ -109,9 +109,19 @@ def test_two_workers_update_the_weights_as_one_process_does(ray_head, synth_dir,
     assert layers and all(metrics[k] == pytest.approx(want_metrics[k], rel=1e-4, abs=1e-7) for k in layers)
 
 
-def test_two_fsdp_workers_on_packed_rows_update_as_one_process(ray_head, synth_dir, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "algo",
+    [
+        {"remove_padding": True},  # packed rows, attended sequence by sequence
+        {"micro_batch_tokens": 120},  # each worker cuts its share its own way; all run the most passes
+    ],
+    ids=["packed", "token-budget"],
+)
+def test_two_fsdp_workers_update_as_one_process_with_padding_options(
+    ray_head, synth_dir, tmp_path, algo
+) -> None:
     data = json.loads(_config(synth_dir, sharding="fsdp").model_dump_json())
-    data["algo"]["remove_padding"] = True  # packed rows, attended sequence by sequence
+    data["algo"].update(algo)
     _assert_same_update(ray_head, TrainConfig.model_validate(data, strict=False), tmp_path)
 
 

@@ -38,7 +38,7 @@ def train(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
                 "  algo.lrr: unknown key; did you mean lr? known keys: adv_estimator, advantage_sign, "
                 "clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, grad_clip, "
                 "group_by_length, kl, logprob_micro_batch_size, lr, max_nan_steps, micro_batch_size, "
-                "mini_batch_size, ppo_epochs, remove_padding, warmup_ratio, weight_decay"
+                "micro_batch_tokens, mini_batch_size, ppo_epochs, remove_padding, warmup_ratio, weight_decay"
             ],
         ),
         (

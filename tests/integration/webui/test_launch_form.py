@@ -218,7 +218,7 @@ GRPO_ONE = (
 LR_KEYS = (
     "adv_estimator, advantage_sign, clip_high, clip_low, dual_clip_c, dynamic_sampling, entropy_coef, "
     "grad_clip, group_by_length, kl, logprob_micro_batch_size, lr, max_nan_steps, micro_batch_size, "
-    "mini_batch_size, "
+    "micro_batch_tokens, mini_batch_size, "
     "ppo_epochs, remove_padding, warmup_ratio, weight_decay"
 )
 PLACEHOLDER = (

@@ -336,3 +336,65 @@ def test_rejects_bad_input(tiny, rollout_count, advantages, kwargs, message):
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         UpdateConfig(**kwargs)
+
+
+def _cost(group, prompts, responses, packed):
+    if packed:
+        return sum(prompts[i] + responses[i] for i in group)
+    return len(group) * (max(prompts[i] for i in group) + max(responses[i] for i in group))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("group", [False, True])
+def test_token_budgets_bound_every_micro_batch(packed, group):
+    import random
+
+    rng = random.Random(7)
+    prompts = [rng.choice((30, 60, 90)) for _ in range(200)]
+    responses = [rng.randint(1, 500) for _ in range(200)]
+    indices = list(range(200))
+    groups = micro_batches(indices, 16, (prompts, responses), group=group, tokens=1000, packed=packed)
+    assert sorted(i for g in groups for i in g) == indices  # every sequence once
+    for g in groups:
+        assert 1 <= len(g) <= 16
+        assert len(g) == 1 or _cost(g, prompts, responses, packed) <= 1000
+    if not group:
+        assert [i for g in groups for i in g] == indices  # batch order kept
+    # the budget is filled: two neighbours could not have been merged
+    merged = [a + b for a, b in zip(groups, groups[1:], strict=False) if not group]
+    assert all(len(m) > 16 or _cost(m, prompts, responses, packed) > 1000 for m in merged)
+
+
+def test_a_token_budget_needs_the_lengths():
+    with pytest.raises(ValueError, match="a token budget needs each sequence's lengths"):
+        micro_batches([0, 1], 2, tokens=10)
+    with pytest.raises(ValueError, match="micro_batch_tokens must be >= 1 or None, got 0"):
+        UpdateConfig(micro_batch_tokens=0)
+
+
+@pytest.mark.parametrize("remove_padding", [False, True])
+def test_token_budgeted_micro_batches_give_the_same_update_and_stay_within_the_budget(tiny, remove_padding):
+    model, processor = tiny
+    rollouts = make_rollouts(processor, lengths=(3, 40, 1, 37, 2, 35, 4, 33))
+    advantages = torch.tensor([1.0, -0.5, 2.0, -1.0, 0.3, 0.7, -0.2, 0.1])
+    prompts = [r.prompt.length for r in rollouts]
+    budget = 2 * max(prompts) + 45  # two short sequences, or one long one, per pass (unpacked)
+    results, widths = [], []
+    for tokens in (None, budget):
+        clone = copy.deepcopy(model)
+        seen = []
+        embeddings = clone.get_input_embeddings()
+        hook = embeddings.register_forward_hook(lambda m, i, o, seen=seen: seen.append(i[0].shape))
+        optimizer = torch.optim.SGD(clone.parameters(), lr=1.0)
+        config = UpdateConfig(
+            micro_batch_size=4, max_grad_norm=1e9, micro_batch_tokens=tokens, remove_padding=remove_padding
+        )
+        metrics = update_policy(clone, optimizer, rollouts, advantages, pad_token_id=PAD, config=config)
+        hook.remove()
+        results.append((dict(clone.named_parameters()), metrics))
+        widths.append(seen)
+    for name, param in results[1][0].items():
+        torch.testing.assert_close(param, results[0][0][name], atol=2e-6, rtol=1e-4, msg=name)
+    assert results[1][1]["actor/pg_loss"] == pytest.approx(results[0][1]["actor/pg_loss"], abs=1e-6)
+    assert all(rows * width <= budget for rows, width in widths[1])  # every forward, recompute included
+    assert len(widths[1]) > len(widths[0])  # the budget split what the count alone did not
