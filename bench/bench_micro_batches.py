@@ -11,7 +11,10 @@ from such a mix (a third 20-60 tokens, a third 60-200, a third 200-480, in rando
 sampling leaves them), and runs the same ``update_policy`` (log-prob recompute, one AdamW step,
 micro-batches of ``--micro``) in each layout, rotating which goes first, ``--rounds`` times. It
 prints the pad tokens of each layout (counted as collate pads them; none when packed), the median
-time of each and its ratio to batch order (lower is faster), measured in the same run.
+time of each and its ratio to batch order (lower is faster), measured in the same run, and the
+tokens of its largest forward pass (what bounds activation memory). The last layout bounds each
+pass by tokens (``algo.micro_batch_tokens``: ``--micro`` sequences of mean length) instead of
+by count.
 """
 
 from __future__ import annotations
@@ -76,35 +79,57 @@ def main() -> int:
         "packed, mask": ({"remove_padding": True}, "sdpa", 0),
         "packed, varlen": ({"remove_padding": True}, SDPA_VARLEN, 0),
         "grouped+packed": ({"group_by_length": True, "remove_padding": True}, SDPA_VARLEN, 0),
+        # as many tokens a pass as --micro sequences of mean length, up to 4x --micro sequences
+        "token budget": (
+            {
+                "group_by_length": True,
+                "remove_padding": True,
+                "micro_batch_tokens": args.micro * real // len(rollouts),
+                "micro_batch_size": 4 * args.micro,
+            },
+            SDPA_VARLEN,
+            0,
+        ),
     }
+    largest: dict[str, int] = dict.fromkeys(layouts, 0)  # tokens of the largest forward pass
 
-    def timed(options: dict[str, bool], attention: str) -> float:
+    def timed(name: str) -> float:
+        options, attention, _ = layouts[name]
         clone = copy.deepcopy(model)
         clone.set_attn_implementation({"text_config": attention})
         optimizer = torch.optim.AdamW(param_groups(clone, {"llm": 1e-4}))
-        config = UpdateConfig(micro_batch_size=args.micro, **options)
+        config = UpdateConfig(**({"micro_batch_size": args.micro} | options))
+
+        def record(module: object, inputs: tuple, output: object) -> None:
+            rows, width = inputs[0].shape
+            largest[name] = max(largest[name], rows * width)
+
+        hook = clone.get_input_embeddings().register_forward_hook(record)
         start = time.perf_counter()
         update_policy(clone, optimizer, rollouts, advantages, pad_token_id=0, config=config)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        hook.remove()
+        return elapsed
 
     names = list(layouts)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            times[name].append(timed(*layouts[name][:2]))
+            times[name].append(timed(name))
 
     print(
         f"{args.size} model, {len(rollouts)} responses ({min(lengths)}-{max(lengths)} tokens, {real} real "
         f"tokens with prompts), micro-batches of {args.micro}, {args.rounds} rounds, {args.threads} thread(s)"
     )
     header = f"{'micro-batches':<15} {'pad tokens':>11} {'pad share':>10} {'median update':>14}"
-    print(f"{header} {'/ in order':>11}")
+    print(f"{header} {'/ in order':>11} {'largest pass':>13}")
     baseline = statistics.median(times["in order"])
     for name in names:
         pads = layouts[name][2]
         median = statistics.median(times[name])
         share = pads / (pads + real)
-        print(f"{name:<15} {pads:>11,} {share:>10.1%} {median:>13.2f}s {median / baseline:>10.2f}x")
+        row = f"{name:<15} {pads:>11,} {share:>10.1%} {median:>13.2f}s {median / baseline:>10.2f}x"
+        print(f"{row} {largest[name]:>13,}")
     return 0
 
 
