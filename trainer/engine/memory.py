@@ -157,7 +157,8 @@ def memory_problems(estimate: MemoryEstimate, device_bytes: float, *, device: st
             f"at its longest sequences (data.max_prompt_length + rollout.max_response_length) the run "
             f"needs about {estimate.total / GIB:.1f} GiB per GPU ({estimate.describe()}), {device} has "
             f"{device_bytes / GIB:.1f} GiB; turn on model.gradient_checkpointing, lower "
-            "algo.micro_batch_size, data.max_prompt_length or rollout.max_response_length, or shard "
+            "algo.micro_batch_size (or bound it with algo.micro_batch_tokens), data.max_prompt_length or "
+            "rollout.max_response_length, or shard "
             "with engine.sharding fsdp over more workers (engine.offload moves weights and optimizer "
             "to CPU memory)",
         )

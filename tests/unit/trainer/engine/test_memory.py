@@ -5,6 +5,7 @@ from trainer.engine.memory import (
     GIB,
     ModelShape,
     estimate_for,
+    micro_batch_rows,
     estimate_memory,
     memory_problems,
     meta_model,
@@ -51,6 +52,7 @@ def test_a_run_that_does_not_fit_is_refused_with_the_estimate_and_what_to_change
     text = str(problems[0])
     assert "needs about" in text and "NVIDIA H100 has 80.0 GiB" in text and "activations" in text
     assert "model.gradient_checkpointing" in text and "engine.sharding fsdp" in text
+    assert "algo.micro_batch_tokens" in text
     assert memory_problems(_estimate(micro_batch=1, shards=8), 80 * GIB, device="x") == []
 
 
@@ -64,3 +66,17 @@ def test_the_meta_model_counts_the_parameters_without_memory(size: str, billions
     assert shape.parameters / 1e9 == pytest.approx(billions, abs=0.01)
     assert 0 < shape.trainable < shape.parameters  # the vision tower is frozen
     assert estimate_for(config, shape).weights == shape.parameters * 2
+
+
+def test_a_token_budget_lowers_the_activation_estimate_to_the_rows_it_allows() -> None:
+    base = ["model.path=tiny:qwen2_vl:7b", "algo.micro_batch_size=16", "rollout.max_response_length=2048"]
+    plain = load_config("tiny-cpu-demo", base)
+    sequence = plain.data.max_prompt_length + plain.rollout.max_response_length
+    budgeted = load_config("tiny-cpu-demo", [*base, f"algo.micro_batch_tokens={4 * sequence + 1}"])
+    assert (micro_batch_rows(plain), micro_batch_rows(budgeted)) == (16, 4)
+    shape = model_shape(meta_model(plain))
+    full, bounded = estimate_for(plain, shape), estimate_for(budgeted, shape)
+    assert bounded.activations == pytest.approx(full.activations / 4)
+    assert bounded.weights == full.weights and bounded.optimizer == full.optimizer
+    tiny_budget = load_config("tiny-cpu-demo", [*base, "algo.micro_batch_tokens=10"])
+    assert micro_batch_rows(tiny_budget) == 1  # one sequence a pass, however long
