@@ -5,10 +5,10 @@ from trainer.engine.memory import (
     GIB,
     ModelShape,
     estimate_for,
-    micro_batch_rows,
     estimate_memory,
     memory_problems,
     meta_model,
+    micro_batch_rows,
     model_shape,
 )
 
