@@ -31,23 +31,21 @@ class PackedBatch:
     flat_index: torch.Tensor  # (B, L) long: the packed column of each padded position, -1 on padding
 
 
-def mrope_positions(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def mrope_positions(model: nn.Module, batch: Mapping[str, torch.Tensor], text: torch.Tensor) -> torch.Tensor:
     """(3, B, L) M-RoPE positions of a padded batch, as the model computes them for its forward.
 
-    With images, the model's own ``get_rope_index``; text only, 0, 1, 2, … over each row's real
-    tokens on all three axes (a text token's three M-RoPE positions are equal).
+    With images, the model's own ``get_rope_index``; text only, ``text`` (each row's real tokens
+    counted 0, 1, 2, …) on all three axes, since a text token's three M-RoPE positions are equal.
     """
-    mask = batch["attention_mask"]
     if "image_grid_thw" in batch:
         inner = getattr(model, "model", model)
         positions, _ = inner.get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],
             image_grid_thw=batch["image_grid_thw"],
-            attention_mask=mask,
+            attention_mask=batch["attention_mask"],
         )
         return positions
-    text = (mask.long().cumsum(-1) - 1).clamp(min=0)
     return text.unsqueeze(0).expand(3, -1, -1)
 
 
@@ -75,8 +73,8 @@ def pack_batch(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> PackedBat
     total = int(real.sum())
     if total == 0:
         raise ValueError("the batch has no real tokens to pack")
-    text = mask.long().cumsum(-1) - 1
-    positions = torch.cat([text.unsqueeze(0), mrope_positions(model, batch)], dim=0)  # (4, B, L)
+    text = mask.long().cumsum(-1) - 1  # only its values at real tokens are used
+    positions = torch.cat([text.unsqueeze(0), mrope_positions(model, batch, text)], dim=0)  # (4, B, L)
     inputs = {
         "input_ids": batch["input_ids"][real].unsqueeze(0),
         "mm_token_type_ids": batch["mm_token_type_ids"][real].unsqueeze(0),

@@ -230,18 +230,26 @@ def _sequence_lengths(rollouts: Sequence[Rollout]) -> tuple[list[int], list[int]
     return [r.prompt.length for r in rollouts], [r.response_length for r in rollouts]
 
 
+def _batching_lengths(
+    rollouts: Sequence[Rollout], *, group_by_length: bool, micro_batch_tokens: int | None
+) -> tuple[list[int], list[int]] | None:
+    """Each rollout's prompt and response tokens when :func:`micro_batches` needs them, else None."""
+    return _sequence_lengths(rollouts) if group_by_length or micro_batch_tokens is not None else None
+
+
 def _micro_batches_of(
-    rollouts: Sequence[Rollout],
     indices: Sequence[int],
     size: int,
+    lengths: tuple[Sequence[int], Sequence[int]] | None,
     *,
     group_by_length: bool,
-    tokens: int | None,
-    packed: bool,
+    micro_batch_tokens: int | None,
+    remove_padding: bool,
 ) -> list[list[int]]:
-    """:func:`micro_batches` of ``indices`` (into ``rollouts``), with the lengths when they matter."""
-    lengths = _sequence_lengths(rollouts) if group_by_length or tokens is not None else None
-    return micro_batches(indices, size, lengths, group=group_by_length, tokens=tokens, packed=packed)
+    """:func:`micro_batches` under the update's option names."""
+    return micro_batches(
+        indices, size, lengths, group=group_by_length, tokens=micro_batch_tokens, packed=remove_padding
+    )
 
 
 def _most_over_workers(shard: Shard, count: int) -> int:
@@ -284,14 +292,15 @@ def recompute_logprobs(
     was_training = model.training
     model.eval()
     result: list[torch.Tensor | None] = [None] * len(rollouts)
-    chunks = _micro_batches_of(
-        rollouts,
-        range(len(rollouts)),
-        micro_batch_size,
-        group_by_length=group_by_length,
-        tokens=micro_batch_tokens,
-        packed=remove_padding,
+    batching = {
+        "group_by_length": group_by_length,
+        "micro_batch_tokens": micro_batch_tokens,
+        "remove_padding": remove_padding,
+    }
+    lengths = _batching_lengths(
+        rollouts, group_by_length=group_by_length, micro_batch_tokens=micro_batch_tokens
     )
+    chunks = _micro_batches_of(range(len(rollouts)), micro_batch_size, lengths, **batching)
     padding = max(0, (rounds or 0) - len(chunks))
     try:
         for chunk in chunks + [[]] * padding:
@@ -429,17 +438,19 @@ def update_policy_shard(
     logprob_micro = config.logprob_micro_batch_size or config.micro_batch_size
     recompute = {"pad_token_id": pad_token_id, "micro_batch_size": logprob_micro}
     recompute |= {"temperature": config.temperature, "chunk_tokens": config.chunk_tokens}
-    recompute |= {"group_by_length": config.group_by_length, "remove_padding": config.remove_padding}
-    recompute["micro_batch_tokens"] = config.micro_batch_tokens
     batching = {
         "group_by_length": config.group_by_length,
-        "tokens": config.micro_batch_tokens,
-        "packed": config.remove_padding,
+        "micro_batch_tokens": config.micro_batch_tokens,
+        "remove_padding": config.remove_padding,
     }
+    recompute |= batching
+    sequence_lengths = _batching_lengths(
+        rollouts, group_by_length=config.group_by_length, micro_batch_tokens=config.micro_batch_tokens
+    )
     if lockstep and config.micro_batch_tokens is not None:
         # token budgets cut each worker's share its own way: every worker runs the most passes
         assert shard is not None
-        own = _micro_batches_of(rollouts, range(len(rollouts)), logprob_micro, **batching)
+        own = _micro_batches_of(range(len(rollouts)), logprob_micro, sequence_lengths, **batching)
         recompute["rounds"] = _most_over_workers(shard, len(own))
     elif lockstep:
         recompute["rounds"] = micro_rounds(range(len(lengths)), logprob_micro)
@@ -463,7 +474,7 @@ def update_policy_shard(
             for mini in _chunks(order, mini_size):
                 mini_tokens = float(sum(lengths[g] for g in mini))
                 mine = [local[g] for g in mini if owner[g] == rank]
-                micros = _micro_batches_of(rollouts, mine, config.micro_batch_size, **batching)
+                micros = _micro_batches_of(mine, config.micro_batch_size, sequence_lengths, **batching)
                 if lockstep:
                     assert shard is not None
                     if config.micro_batch_tokens is None:
