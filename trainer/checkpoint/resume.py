@@ -13,7 +13,7 @@ The manager talks to the run's state through :class:`Resumable` (``state_dict`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,6 +83,7 @@ class CheckpointManager:
     fingerprinter: DataFingerprinter = field(default_factory=DataFingerprinter)
     saved: list[Checkpoint] = field(default_factory=list)
     data: list[dict[str, Any]] = field(default_factory=list)  # the data fingerprint, taken at creation
+    after_save: Callable[[Checkpoint], None] | None = None  # e.g. copying it to remote storage
 
     def __post_init__(self) -> None:
         # Taken now, when the run reads its data: a file edited during the run must not make
@@ -122,6 +123,8 @@ class CheckpointManager:
             keep_last=self.config.checkpoint.keep_last,
         )
         self.saved.append(checkpoint)
+        if self.after_save is not None:
+            self.after_save(checkpoint)
         return checkpoint
 
 

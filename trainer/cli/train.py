@@ -13,6 +13,11 @@ saves a checkpoint of the last finished step (unless it has one), flushes the me
 The stop waits for the current step to end (a stop during the last step lets the run finish,
 exit 0); a second signal ends the process at once, killed by that signal, without a checkpoint.
 
+``output_dir`` and ``checkpoint.dir`` may be fsspec URIs (``s3://bucket/runs/7``) that every node
+of a cluster reads: the run then works in a local staging folder and copies each checkpoint up
+(marker last) and, with ``--resume``, the newest complete one down first
+(:mod:`trainer.checkpoint.remote`).
+
 Exit status: 0 when the run finished, 2 when it could not start (an invalid config, a missing
 file, data that fails the pre-flight checks, a checkpoint that cannot be resumed; every
 problem is listed and nothing was trained), 1 when it stopped on the way (too many
@@ -48,6 +53,10 @@ from trainer.config.errors import config_error_from_validation
 from trainer.config.loader import resolve_config_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from trainer.checkpoint import Checkpoint
+    from trainer.checkpoint.remote import RemoteOutputs
     from trainer.engine import StopRequest
 
 LOCAL_RUN_ID = "local"
@@ -141,8 +150,67 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from trainer.checkpoint.remote import local_location, remote_outputs
+
+    config = _local_locations(config, local_location)
+    remote = remote_outputs(config.output_dir, config.checkpoint.dir)
     with stop_on_signals() as stop:  # until the trackers are flushed and the reward workers stopped
-        return _train(config, sources, args, resume, stop)
+        if remote is None:
+            return _train(config, sources, args, resume, stop)
+        return _train_staged(config, sources, args, resume, stop, remote)
+
+
+def _local_locations(config: TrainConfig, local_location) -> TrainConfig:
+    """``file://`` URIs in ``output_dir`` and ``checkpoint.dir`` as the paths they name."""
+    checkpoint = config.checkpoint
+    if checkpoint.dir is not None:
+        checkpoint = checkpoint.model_copy(update={"dir": local_location(checkpoint.dir)})
+    output_dir = local_location(config.output_dir)
+    return config.model_copy(update={"output_dir": output_dir, "checkpoint": checkpoint})
+
+
+def _train_staged(
+    config: TrainConfig,
+    sources: list[ResolvedSource],
+    args: argparse.Namespace,
+    resume: str | None,
+    stop: StopRequest,
+    remote: RemoteOutputs,
+) -> int:
+    """Train in local staging folders mirrored to the remote ``output_dir`` / ``checkpoint.dir``."""
+    where = " and ".join(m.uri for m in (remote.outputs, remote.checkpoints) if m is not None)
+    skipped: list[str] = []
+    try:
+        pulled = remote.prepare(resume=resume is not None, skipped=skipped)
+    except OSError as exc:
+        print(f"train: cannot use {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    for line in skipped:
+        print(f"train: passed over a remote checkpoint: {line}", flush=True)
+    if pulled is not None:
+        print(f"train: copied the checkpoint of step {pulled.step} from {where}", flush=True)
+    update: dict = {}
+    if remote.output_dir is not None:
+        update["output_dir"] = str(remote.output_dir)
+    if remote.checkpoint_dir is not None and config.checkpoint.dir is not None:
+        update["checkpoint"] = config.checkpoint.model_copy(update={"dir": str(remote.checkpoint_dir)})
+    staged = config.model_copy(update=update)
+    staging = remote.output_dir or remote.checkpoint_dir
+    print(f"train: outputs staged in {staging}, copied to {where}", flush=True)
+
+    def copy_up(checkpoint: Checkpoint) -> None:
+        try:
+            remote.after_checkpoint(checkpoint)
+        except OSError as exc:
+            print(f"train: warning: could not copy {checkpoint.path} to {where}: {exc}", file=sys.stderr)
+
+    try:
+        return _train(staged, sources, args, resume, stop, after_checkpoint=copy_up)
+    finally:
+        try:
+            remote.push_outputs()
+        except OSError as exc:
+            print(f"train: warning: could not copy the outputs to {where}: {exc}", file=sys.stderr)
 
 
 def _train(
@@ -151,6 +219,8 @@ def _train(
     args: argparse.Namespace,
     resume: str | None,
     stop: StopRequest,
+    *,
+    after_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> int:
     from trainer.engine import EngineFailure, PreflightError, TrainingStopped, open_session, run_loop
     from trainer.sft.warm_start import warm_started
@@ -174,6 +244,8 @@ def _train(
     except EngineFailure as exc:
         print(f"train: cannot start: {exc}", file=sys.stderr)
         return 1
+    if session.checkpoints is not None:
+        session.checkpoints.after_save = after_checkpoint
     with session:
         out = session.output_dir
         out.mkdir(parents=True, exist_ok=True)

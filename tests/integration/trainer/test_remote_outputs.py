@@ -1,0 +1,108 @@
+"""``output_dir`` on S3 (an S3-compatible server on this machine): checkpoints copied up and resumed
+from on another node, equal to the uninterrupted local run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from trainer.__main__ import main
+from trainer.checkpoint import MARKER, list_complete
+from trainer.checkpoint.remote import STAGING_ENV, staging_dir
+
+from .test_resume import _assert_same_state, _points, _state
+
+BUCKET = "triune-outputs"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> str:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """fsspec's S3 file system on the local server, with an empty bucket; staging under tmp_path."""
+    options = {"endpoint_url": s3_endpoint, "key": "test", "secret": "test"}
+    monkeypatch.setitem(fsspec.config.conf, "s3", options)
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "staging"))
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    if fs.exists(BUCKET):
+        fs.rm(BUCKET, recursive=True)
+    fs.mkdir(BUCKET)
+    fs.invalidate_cache()
+    return fs
+
+
+def _train(config: Path, out: str, *extra: str) -> int:
+    return main(["train", "--config", str(config), "--output-dir", out, *extra])
+
+
+def test_a_run_on_s3_resumes_on_another_node_as_the_uninterrupted_run(
+    synth_dir: Path, tmp_path: Path, write_config, s3, capsys
+) -> None:
+    config = write_config(synth_dir, total_steps=4, checkpoint={"every": 2, "keep_last": 1})
+    assert _train(config, str(tmp_path / "straight")) == 0
+    uri = f"s3://{BUCKET}/runs/7/output"
+    assert _train(config, uri, "--steps", "2") == 0
+    out = capsys.readouterr().out
+    assert f"copied to {uri}" in out
+    s3.invalidate_cache()
+    run = f"{BUCKET}/runs/7/output"
+    assert s3.exists(f"{run}/checkpoints/step_00000002/{MARKER}")
+    assert s3.exists(f"{run}/checkpoints/step_00000002/policy/model.safetensors")
+    assert s3.exists(f"{run}/metrics.jsonl") and s3.exists(f"{run}/config.yaml")
+
+    shutil.rmtree(staging_dir(uri))  # the next attempt runs on a node that never saw this run
+    assert _train(config, uri, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "train: copied the checkpoint of step 2 from" in out
+    assert "train: finished 2 step(s)" in out
+    s3.invalidate_cache()
+    steps = sorted(p.rsplit("/", 1)[-1] for p in s3.ls(f"{run}/checkpoints"))
+    assert steps == ["step_00000004"]  # keep_last 1: step 2 is gone remotely too
+
+    copy = tmp_path / "copy"
+    s3.get(f"{run}/", str(copy), recursive=True)
+    assert [c.step for c in list_complete(copy / "checkpoints")] == [4]
+    _assert_same_state(_state(tmp_path / "straight"), _state(copy))
+    assert _points(tmp_path / "straight") == _points(copy)  # the metric file spans both attempts
+
+
+def test_resume_passes_over_a_remote_checkpoint_whose_copy_was_cut(
+    synth_dir: Path, tmp_path: Path, write_config, s3, capsys
+) -> None:
+    config = write_config(synth_dir, total_steps=4, checkpoint={"every": 2, "keep_last": None})
+    uri = f"s3://{BUCKET}/runs/8/output"
+    assert _train(config, uri, "--steps", "4") == 0
+    run = f"{BUCKET}/runs/8/output/checkpoints"
+    s3.invalidate_cache()
+    s3.rm_file(f"{run}/step_00000004/{MARKER}")  # a copy stopped before its marker
+    s3.pipe(f"{run}/step_00000002/optimizer.pt", b"torn")  # and an older one damaged
+    shutil.rmtree(staging_dir(uri))
+    capsys.readouterr()
+    assert _train(config, uri, "--resume") == 2
+    captured = capsys.readouterr()
+    assert "passed over a remote checkpoint" in captured.out
+    assert "step_00000004: incomplete checkpoint" in captured.out
+    assert "optimizer.pt has 4 bytes" in captured.out
+    assert "no complete checkpoint" in captured.err
+
+
+def test_an_unreachable_output_dir_is_refused_before_training(
+    synth_dir: Path, tmp_path: Path, write_config, s3, capsys
+) -> None:
+    config = write_config(synth_dir, total_steps=2)
+    assert _train(config, "s3://no-such-bucket-here/run") == 2
+    err = capsys.readouterr().err
+    assert "train: cannot use s3://no-such-bucket-here/run" in err
+    assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").rglob("*.safetensors"))
