@@ -16,7 +16,7 @@ from django.conf import settings
 from control.errors import DomainError
 from control.models import ComputeTarget, Run
 from control.ray_jobs import RayTarget, read_token
-from control.storage import join, storage, storage_uri
+from control.storage import is_local_storage, join, storage, storage_uri
 
 SUBMIT_TASK = "workers.tasks.run_submit"
 STOP_TASK = "workers.tasks.run_stop"
@@ -61,6 +61,14 @@ def run_folder(run: Run) -> str:
 def run_output_dir(run: Run) -> str:
     """Where the job writes checkpoints, metric files and its exported model."""
     return join(run_folder(run), "output")
+
+
+def run_output_location(run: Run) -> str:
+    """The run's output folder as the trainer is given it: a path on local storage, else a URI
+    (``s3://bucket/runs/7/output``) that the job's nodes reach through fsspec."""
+    fs, _ = storage()
+    path = run_output_dir(run)
+    return path if is_local_storage(fs) else storage_uri(fs, path)
 
 
 def submission_id(run: Run) -> str:
@@ -183,7 +191,7 @@ def run_config_data(run: Run) -> dict[str, Any]:
     data["data"]["root"] = None
     data = deep_merge(data, overrides)
     data["total_steps"] = run.total_steps
-    data["output_dir"] = run_output_dir(run)
+    data["output_dir"] = run_output_location(run)
     return data
 
 

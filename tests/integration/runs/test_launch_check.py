@@ -26,3 +26,19 @@ def test_the_demo_sources_build_a_valid_run_spec(project, demo_sources, make_run
 def test_the_fixture_can_be_used_twice(project, demo_sources):
     assert len(demo_sources) == 8
     assert all(s.train_count > 0 and s.test_count > 0 for s in demo_sources.values())
+
+
+def test_the_run_output_is_a_path_on_local_storage_and_a_uri_on_remote_storage(
+    project, demo_sources, make_run, settings
+):
+    from control.services.launch import run_launch_check, run_output_dir, run_output_location
+
+    run = make_run(project, sources=list(demo_sources.values()), total_steps=3)
+    config, _ = run_launch_check(run)
+    assert config.output_dir == run_output_dir(run) == run_output_location(run)
+    assert config.output_dir.startswith("/") and config.output_dir.endswith(f"runs/{run.pk}/output")
+    settings.STORAGE_URL = "s3://triune-storage/platform"
+    # what the trainer is given: a URI every node of the cluster can open, not a bucket-relative path
+    assert run_output_location(run) == f"s3://triune-storage/platform/runs/{run.pk}/output"
+    settings.STORAGE_URL = "memory://triune-storage"
+    assert run_output_location(run) == f"memory:///triune-storage/runs/{run.pk}/output"
