@@ -13,34 +13,17 @@ from trainer.__main__ import main
 from trainer.checkpoint import MARKER, list_complete
 from trainer.checkpoint.remote import STAGING_ENV, staging_dir
 
+from .conftest import BUCKET, empty_bucket, s3_options
 from .test_resume import _assert_same_state, _points, _state
-
-BUCKET = "triune-outputs"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> str:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
 def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """fsspec's S3 file system on the local server, with an empty bucket; staging under tmp_path."""
-    options = {"endpoint_url": s3_endpoint, "key": "test", "secret": "test"}
+    options = s3_options(s3_endpoint)
     monkeypatch.setitem(fsspec.config.conf, "s3", options)
     monkeypatch.setenv(STAGING_ENV, str(tmp_path / "staging"))
-    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
-    if fs.exists(BUCKET):
-        fs.rm(BUCKET, recursive=True)
-    fs.mkdir(BUCKET)
-    fs.invalidate_cache()
-    return fs
+    return empty_bucket(options)
 
 
 def _train(config: Path, out: str, *extra: str) -> int:

@@ -23,6 +23,7 @@ import torch
 from trainer.algo import UpdateConfig, assign_owners, merge_totals
 from trainer.config import TrainConfig
 from trainer.engine.distributed.split import split_evenly, worker_seed
+from trainer.engine.distributed.transfer import file_chunks, write_chunk
 from trainer.engine.errors import EngineFailure, PreflightError, Problem
 from trainer.rollout import Rollout, RolloutPrompt
 
@@ -91,6 +92,8 @@ class RayPolicy:
         self.actors = list(actors)
         self.placement = placement
         self.timeout_s = config.engine.timeout_s
+        self.driver_node = ""
+        self.nodes: list[str] = []  # each worker's Ray node, set once they started
 
     @property
     def world(self) -> int:
@@ -175,11 +178,39 @@ class RayPolicy:
         """The whole model's weights on the CPU."""
         return self._gather([actor.full_state.remote() for actor in self.actors], "gathering weights")[0]
 
+    def _elsewhere(self, rank: int) -> bool:
+        """Whether worker ``rank`` runs on another node than the driver (no shared folder assumed)."""
+        return bool(self.nodes) and self.nodes[rank] != self.driver_node
+
     def save(self, directory: Path) -> None:
-        self._gather([actor.save.remote(str(directory)) for actor in self.actors], "saving a checkpoint")
+        """Rank 0 writes ``policy/`` and the optimizer; from another node it sends them in chunks."""
+        if not self._elsewhere(0):
+            refs = [actor.save.remote(str(directory)) for actor in self.actors]
+            self._gather(refs, "saving a checkpoint")
+            return
+        others = [actor.save.remote(str(directory)) for actor in self.actors[1:]]
+        stream = self.actors[0].save_chunks.options(num_returns="streaming").remote()
+        try:
+            for ref in stream:
+                write_chunk(Path(directory), self._gather([ref], "sending the checkpoint")[0])
+        except EngineFailure:
+            raise
+        except Exception as exc:  # the generator itself raises when its worker died
+            what = _first_line(exc)
+            raise EngineFailure(f"a training worker failed sending the checkpoint: {what}") from None
+        self._gather(others, "saving a checkpoint")
 
     def load(self, directory: Path) -> None:
-        self._gather([actor.load.remote(str(directory)) for actor in self.actors], "loading a checkpoint")
+        """Every worker loads the checkpoint; those on other nodes get its files as chunks."""
+        import ray
+
+        away = [rank for rank in range(self.world) if self._elsewhere(rank)]
+        chunks = [ray.put(chunk) for chunk in file_chunks(Path(directory))] if away else []
+        refs = [
+            actor.load_chunks.remote(chunks) if rank in away else actor.load.remote(str(directory))
+            for rank, actor in enumerate(self.actors)
+        ]
+        self._gather(refs, "loading a checkpoint")
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         self._gather([actor.load_state.remote(dict(state)) for actor in self.actors], "loading a checkpoint")
@@ -267,6 +298,15 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
     try:
         address, port = policy._gather([actors[0].rendezvous.remote()], "starting the workers")[0]
         policy._gather([actor.join.remote(address, port) for actor in actors], "forming the process group")
+        policy.nodes = policy._gather([actor.node_id.remote() for actor in actors], "starting the workers")
+        policy.driver_node = str(ray.get_runtime_context().get_node_id())
+        away = sum(node != policy.driver_node for node in policy.nodes)
+        if away:
+            print(
+                f"train: {away} of {engine.workers} workers on other nodes than the driver: "
+                "checkpoints travel through Ray's object store",
+                flush=True,
+            )
     except BaseException:
         policy.close()
         raise

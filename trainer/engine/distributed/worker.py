@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from trainer.engine.build import (
     reference_model,
 )
 from trainer.engine.distributed.collective import TorchCollective, free_port, join_group, leave_group
+from trainer.engine.distributed.transfer import Chunk, file_chunks, write_chunk
 from trainer.engine.distributed.zero import (
     full_optimizer_state,
     full_weights,
@@ -236,6 +238,28 @@ class PolicyWorker:
         out = Path(directory)
         save_model(self.model, self.processor, out / POLICY_DIR, state_dict=weights)  # type: ignore[arg-type]
         save_torch({"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}, out / OPTIMIZER_FILE)
+
+    def save_chunks(self) -> Iterator[Chunk]:
+        """:meth:`save` into a folder of this node, then (rank 0) its files in chunks for the driver."""
+        with tempfile.TemporaryDirectory(prefix="triune-checkpoint-") as folder:
+            self.save(folder)
+            if self.rank == 0:
+                yield from file_chunks(Path(folder))
+
+    def load_chunks(self, refs: Sequence[Any]) -> None:
+        """Load a checkpoint the driver sent as chunks in Ray's object store (:func:`file_chunks`)."""
+        import ray
+
+        with tempfile.TemporaryDirectory(prefix="triune-checkpoint-") as folder:
+            for ref in refs:
+                write_chunk(Path(folder), ray.get(ref))
+            self.load(folder)
+
+    def node_id(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def load(self, directory: str) -> None:
         """Load a checkpoint written by any number of workers (the states on disk are whole)."""
