@@ -244,6 +244,18 @@ def celery_worker_queue():
 
 
 @pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server on this machine (moto's), for outputs and storage on s3:// URIs."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_head():
     """A Ray head of this test session on loopback (2 CPUs), started by the first test that asks."""
     from tests.ray_head import RayHead

@@ -14,36 +14,6 @@ from trainer.data.reader import iter_samples, write_parquet
 from trainer.data.synth import generate_dataset
 
 SOURCES = ("synth_math", "synth_detection")
-BUCKET = "triune-outputs"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> str:
-    """An S3-compatible server on this machine (moto's), for outputs on s3:// URIs."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def s3_options(endpoint: str) -> dict[str, str]:
-    """fsspec's options for the server (also given to subprocesses as FSSPEC_S3_* variables)."""
-    return {"endpoint_url": endpoint, "key": "test", "secret": "test"}
-
-
-def empty_bucket(options: dict[str, str]):
-    """The S3 file system with ``BUCKET`` emptied (or made)."""
-    import fsspec
-
-    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
-    if fs.exists(BUCKET):
-        fs.rm(BUCKET, recursive=True)
-    fs.mkdir(BUCKET)
-    fs.invalidate_cache()
-    return fs
 
 
 @pytest.fixture(scope="session")

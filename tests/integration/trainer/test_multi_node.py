@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import BUCKET, empty_bucket, s3_options
 from trainer.checkpoint import list_complete
 from trainer.checkpoint.remote import STAGING_ENV
 
-from .conftest import BUCKET, checkpoint_state, empty_bucket, s3_options
+from .conftest import checkpoint_state
 
 ROOT = Path(__file__).resolve().parents[3]
 ENGINE = {"kind": "ray", "workers": 2, "timeout_s": 120}

@@ -9,11 +9,11 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from tests.s3_server import BUCKET, empty_bucket, s3_options
 from trainer.__main__ import main
 from trainer.checkpoint import MARKER, list_complete
 from trainer.checkpoint.remote import STAGING_ENV, staging_dir
 
-from .conftest import BUCKET, empty_bucket, s3_options
 from .test_resume import _assert_same_state, _points, _state
 
 
