@@ -201,6 +201,9 @@ def _train_staged(
     def copy_up(checkpoint: Checkpoint) -> None:
         try:
             remote.after_checkpoint(checkpoint)
+            if remote.checkpoints is not None:
+                copied = f"{remote.checkpoints.uri.rstrip('/')}/{checkpoint.path.name}"
+                print(f"train: checkpoint of step {checkpoint.step} copied to {copied}", flush=True)
         except OSError as exc:
             print(f"train: warning: could not copy {checkpoint.path} to {where}: {exc}", file=sys.stderr)
 

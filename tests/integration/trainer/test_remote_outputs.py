@@ -39,6 +39,7 @@ def test_a_run_on_s3_resumes_on_another_node_as_the_uninterrupted_run(
     assert _train(config, uri, "--steps", "2") == 0
     out = capsys.readouterr().out
     assert f"copied to {uri}" in out
+    assert f"train: checkpoint of step 2 copied to {uri}/checkpoints/step_00000002" in out
     s3.invalidate_cache()
     run = f"{BUCKET}/runs/7/output"
     assert s3.exists(f"{run}/checkpoints/step_00000002/{MARKER}")
