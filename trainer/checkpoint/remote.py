@@ -20,7 +20,7 @@ import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +55,21 @@ def local_location(location: str) -> str:
     return path if protocol in LOCAL_PROTOCOLS else str(location)
 
 
-def staging_dir(uri: str, environ: dict[str, str] | None = None) -> Path:
-    """The local folder that stands for ``uri`` on this machine (the same one on every attempt)."""
+def staging_base(environ: Mapping[str, str] | None = None) -> Path:
+    """The folder of this machine under which remote locations are staged."""
     env = os.environ if environ is None else environ
-    base = Path(env.get(STAGING_ENV) or Path(tempfile.gettempdir()) / "triune-staging")
-    return base / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return Path(env.get(STAGING_ENV) or Path(tempfile.gettempdir()) / "triune-staging")
+
+
+def staging_dir(uri: str, environ: Mapping[str, str] | None = None) -> Path:
+    """The local folder that stands for ``uri`` on this machine (the same one on every attempt)."""
+    return staging_base(environ) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def is_staged(path: str | Path, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``path`` lies in this machine's staging folder (other nodes do not have it)."""
+    base = staging_base(environ).resolve()
+    return base in Path(path).resolve().parents
 
 
 @dataclass
@@ -245,7 +255,7 @@ class RemoteOutputs:
 
 
 def remote_outputs(
-    output_dir: str, checkpoint_dir: str | None, environ: dict[str, str] | None = None
+    output_dir: str, checkpoint_dir: str | None, environ: Mapping[str, str] | None = None
 ) -> RemoteOutputs | None:
     """The mirrors for these locations; None when both are local.
 

@@ -1,9 +1,10 @@
 """Two Ray nodes that share no folder: the workers on one, the driver on the other, outputs on S3.
 
-Both nodes run on this machine (a head with no CPU for the driver, a node with 2 CPUs for the
-workers); the run's folders are the S3 server's, and what crosses between the nodes goes through
-Ray. The run stops after step 2, resumes (staging emptied, as on a new driver node), and ends
-with the weights and optimizer of the same run trained straight on one node.
+The warm-started model is written on the driver's node and sent to the workers. Both nodes run
+on this machine (a head with no CPU for the driver, a node with 2 CPUs for the workers); the
+run's folders are the S3 server's, and what crosses between the nodes goes through Ray. The run
+stops after step 2, resumes (staging emptied, as on a new driver node), and ends with the weights
+of the same run trained straight on one node.
 """
 
 from __future__ import annotations
@@ -59,17 +60,25 @@ def test_workers_on_another_node_checkpoint_to_s3_and_resume(
     staging = tmp_path / "staging"
     env = {f"FSSPEC_S3_{key.upper()}": value for key, value in options.items()} | {STAGING_ENV: str(staging)}
     config = write_config(
-        synth_dir, engine=ENGINE, total_steps=3, reward={"workers": 1}, checkpoint={"every": 2}
+        synth_dir,
+        engine=ENGINE,
+        total_steps=3,
+        reward={"workers": 1},
+        checkpoint={"every": 2},
+        warm_start={"steps": 2, "batch_size": 4},  # its model is written on the driver's node only
     )
     uri = f"s3://{BUCKET}/runs/9/output"
 
     first = _train(two_nodes, env, "--config", str(config), "--output-dir", uri, "--steps", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "2 of 2 workers on other nodes than the driver" in first.stdout
+    assert "warm_start is on the driver's node only: sent to 2 worker(s)" in first.stdout
     shutil.rmtree(staging)  # the next attempt's driver is on a node that never saw the run
     second = _train(two_nodes, env, "--config", str(config), "--output-dir", uri, "--resume", "latest")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "copied the checkpoint of step 2" in second.stdout and "at step 2" in second.stdout
+    assert "warm-start: reusing" in second.stdout  # copied down from S3 with the other outputs
+    assert "sent to 2 worker(s)" in second.stdout
     assert "train: finished 1 step(s)" in second.stdout
 
     here = tmp_path / "from-s3"

@@ -239,6 +239,30 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _model_chunks(config: TrainConfig, placement: Any) -> dict[int, list[Any]]:
+    """The model directory as chunks for each worker placed on another node than the driver, when
+    the directory is in the driver's staging folder (a warm-started model); else nothing."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    from trainer.checkpoint.remote import is_staged
+
+    if config.model.is_tiny or not is_staged(config.model.path):
+        return {}
+    driver = ray.get_runtime_context().get_node_id()
+    nodes = placement_group_table(placement).get("bundles_to_node_id", {})
+    away = [rank for rank in range(config.engine.workers) if nodes.get(rank, driver) != driver]
+    if not away:
+        return {}
+    chunks = [ray.put(chunk) for chunk in file_chunks(Path(config.model.path))]
+    print(
+        f"train: {config.model.path} is on the driver's node only: sent to {len(away)} worker(s) "
+        "through Ray's object store",
+        flush=True,
+    )
+    return {rank: chunks for rank in away}
+
+
 def start_ray_policy(config: TrainConfig) -> RayPolicy:
     """Place and start the workers and form their process group; see the module docstring.
 
@@ -283,6 +307,7 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
         ) from None
     remote = ray.remote(PolicyWorker)
     payload = config.model_dump(mode="json")
+    shipped = _model_chunks(config, placement)
     actors = [
         remote.options(
             runtime_env={"env_vars": WORKER_ENV},
@@ -291,7 +316,7 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement, placement_group_bundle_index=rank
             ),
-        ).remote(payload, rank, engine.workers)
+        ).remote(payload, rank, engine.workers, shipped.get(rank))
         for rank in range(engine.workers)
     ]
     policy = RayPolicy(config, actors, placement)

@@ -120,9 +120,22 @@ def device_for_worker() -> torch.device:
 class PolicyWorker:
     """The policy on one worker of ``world``; see the module docstring."""
 
-    def __init__(self, config: Mapping[str, Any], rank: int, world: int) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], rank: int, world: int, model_chunks: Sequence[Any] | None = None
+    ) -> None:
+        """``model_chunks``: the model directory as chunks in Ray's object store, for a worker on
+        a node that does not have ``model.path`` (it is written to a folder of this node)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.config = TrainConfig.model_validate(config, strict=False)
+        self._model_folder: tempfile.TemporaryDirectory | None = None
+        if model_chunks:
+            import ray
+
+            self._model_folder = tempfile.TemporaryDirectory(prefix="triune-model-")
+            for ref in model_chunks:
+                write_chunk(Path(self._model_folder.name), ray.get(ref))
+            model = self.config.model.model_copy(update={"path": self._model_folder.name})
+            self.config = self.config.model_copy(update={"model": model})
         self.rank, self.world = rank, world
         self.device = device_for_worker()
         if self.device.type == "cpu":

@@ -12,6 +12,7 @@ from trainer.checkpoint import MARKER, save_checkpoint
 from trainer.checkpoint.remote import (
     Mirror,
     is_remote,
+    is_staged,
     local_location,
     remote_outputs,
     staging_dir,
@@ -58,6 +59,14 @@ def test_staging_is_one_folder_a_uri_under_the_configured_base(tmp_path: Path) -
     first = staging_dir("s3://b/run/1", env)
     assert first == staging_dir("s3://b/run/1", env) and first.parent == tmp_path
     assert first != staging_dir("s3://b/run/2", env)
+
+
+def test_only_paths_inside_the_staging_folder_are_staged(tmp_path: Path) -> None:
+    env = {"TRIUNE_STAGING_DIR": str(tmp_path / "staging")}
+    assert is_staged(staging_dir("s3://b/run", env) / "warm_start", env)
+    assert not is_staged(tmp_path / "staging", env)  # the folder itself holds no run
+    assert not is_staged(tmp_path / "models" / "qwen", env)
+    assert not is_staged(tmp_path / "staging-other" / "x", env)
 
 
 def test_remote_outputs_maps_each_remote_location(tmp_path: Path) -> None:
