@@ -20,12 +20,6 @@ def storage_uri(fs: AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def is_local_storage(fs: AbstractFileSystem) -> bool:
-    """Whether ``fs`` is this machine's file system (paths, not URIs, go to the trainer)."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return "file" in protocols or "local" in protocols
-
-
 def join(*parts: str) -> str:
     return posixpath.join(*parts)
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from control.errors import DomainError
 from control.models import ComputeTarget, Run
 from control.ray_jobs import RayTarget, read_token
-from control.storage import is_local_storage, join, storage, storage_uri
+from control.storage import join, storage, storage_uri
 
 SUBMIT_TASK = "workers.tasks.run_submit"
 STOP_TASK = "workers.tasks.run_stop"
@@ -66,9 +66,11 @@ def run_output_dir(run: Run) -> str:
 def run_output_location(run: Run) -> str:
     """The run's output folder as the trainer is given it: a path on local storage, else a URI
     (``s3://bucket/runs/7/output``) that the job's nodes reach through fsspec."""
-    fs, _ = storage()
     path = run_output_dir(run)
-    return path if is_local_storage(fs) else storage_uri(fs, path)
+    if fs_path(settings.STORAGE_URL) is not None:
+        return path
+    fs, _ = storage()
+    return storage_uri(fs, path)
 
 
 def submission_id(run: Run) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,12 +34,12 @@ from trainer.checkpoint.store import (
     CheckpointError,
     candidates,
     check_checkpoint,
+    checkpoint_step,
 )
 
 LOCAL_PROTOCOLS = ("file", "local")
 STAGING_ENV = "TRIUNE_STAGING_DIR"
 PROBE = ".triune-write-check"
-_STEP = re.compile(r"^step_(\d{8,})$")
 
 
 def is_remote(location: str) -> bool:
@@ -83,6 +82,7 @@ class Mirror:
         self.fs: AbstractFileSystem
         self.fs, root = fsspec.core.url_to_fs(self.uri)
         self.root = root.rstrip("/")
+        self.pushed: dict[Path, tuple[int, int]] = {}  # (size, mtime_ns) of each file when copied up
 
     def remote(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -98,20 +98,27 @@ class Mirror:
         return found
 
     def push(self, *, skip: Iterable[Path] = ()) -> int:
-        """Copy every local file up (but those under ``skip``); returns how many."""
-        files = self._files(self.local, skip)
-        for path in files:
+        """Copy up every local file (but those under ``skip``) changed since this mirror last
+        copied it; returns how many were copied."""
+        count = 0
+        for path in self._files(self.local, skip):
+            stat = path.stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if self.pushed.get(path) == stamp:
+                continue
             self.fs.put_file(str(path), self.remote(path.relative_to(self.local).as_posix()))
-        return len(files)
+            self.pushed[path] = stamp
+            count += 1
+        return count
 
     def pull(self, *, skip: Iterable[str] = ()) -> int:
         """Copy every remote file down (but those under the top-level names in ``skip``); returns how many."""
         if not self.fs.exists(self.root):
             return 0
-        count = 0
+        count, skipped = 0, set(skip)
         for name in self.fs.find(self.root):
             rel = posixpath.relpath(name, self.root)
-            if rel.split("/", 1)[0] in set(skip):
+            if rel.split("/", 1)[0] in skipped:
                 continue
             target = self.local / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -133,10 +140,9 @@ class Mirror:
             return []
         found = []
         for entry in self.fs.ls(self.root, detail=False):
-            name = entry.rstrip("/").rsplit("/", 1)[-1]
-            match = _STEP.match(name)
-            if match:
-                found.append((int(match.group(1)), entry.rstrip("/")))
+            step = checkpoint_step(entry.rstrip("/").rsplit("/", 1)[-1])
+            if step is not None:
+                found.append((step, entry.rstrip("/")))
         return sorted(found, reverse=True)
 
     def push_checkpoint(self, checkpoint: Checkpoint) -> None:

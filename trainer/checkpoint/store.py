@@ -62,6 +62,16 @@ class Checkpoint:
         return path if path.is_dir() else None
 
 
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint directory's name, None for any other name.
+
+    >>> checkpoint_step("step_00000010"), checkpoint_step(".tmp-step_00000010-ab12cd34")
+    (10, None)
+    """
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
 def checkpoint_name(step: int) -> str:
     """``step_00000010``: zero-padded so that names sort like steps.
 
@@ -178,9 +188,9 @@ def candidates(root: str | Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for entry in root.iterdir():
-        match = _NAME.match(entry.name)
-        if match and entry.is_dir():
-            found.append((int(match.group(1)), entry))
+        step = checkpoint_step(entry.name)
+        if step is not None and entry.is_dir():
+            found.append((step, entry))
     return sorted(found, reverse=True)
 
 

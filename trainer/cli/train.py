@@ -150,9 +150,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from trainer.checkpoint.remote import local_location, remote_outputs
+    from trainer.checkpoint.remote import remote_outputs
 
-    config = _local_locations(config, local_location)
+    config = _local_locations(config)
     remote = remote_outputs(config.output_dir, config.checkpoint.dir)
     with stop_on_signals() as stop:  # until the trackers are flushed and the reward workers stopped
         if remote is None:
@@ -160,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
         return _train_staged(config, sources, args, resume, stop, remote)
 
 
-def _local_locations(config: TrainConfig, local_location) -> TrainConfig:
+def _local_locations(config: TrainConfig) -> TrainConfig:
     """``file://`` URIs in ``output_dir`` and ``checkpoint.dir`` as the paths they name."""
+    from trainer.checkpoint.remote import local_location
+
     checkpoint = config.checkpoint
     if checkpoint.dir is not None:
         checkpoint = checkpoint.model_copy(update={"dir": local_location(checkpoint.dir)})

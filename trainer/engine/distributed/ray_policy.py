@@ -93,7 +93,7 @@ class RayPolicy:
         self.placement = placement
         self.timeout_s = config.engine.timeout_s
         self.driver_node = ""
-        self.nodes: list[str] = []  # each worker's Ray node, set once they started
+        self.nodes: list[str] = []  # each worker's Ray node (its bundle's)
 
     @property
     def world(self) -> int:
@@ -239,20 +239,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _model_chunks(config: TrainConfig, placement: Any) -> dict[int, list[Any]]:
-    """The model directory as chunks for each worker placed on another node than the driver, when
-    the directory is in the driver's staging folder (a warm-started model); else nothing."""
-    import ray
+def _bundle_nodes(placement: Any, workers: int, driver: str) -> list[str]:
+    """The Ray node of each worker's bundle (the driver's where Ray does not say)."""
     from ray.util.placement_group import placement_group_table
+
+    nodes = placement_group_table(placement).get("bundles_to_node_id", {})
+    return [str(nodes.get(rank, driver)) for rank in range(workers)]
+
+
+def _model_chunks(config: TrainConfig, away: Sequence[int]) -> dict[int, list[Any]]:
+    """The model directory as chunks for each worker in ``away`` (on another node than the driver),
+    when the directory is in the driver's staging folder (a warm-started model); else nothing."""
+    import ray
 
     from trainer.checkpoint.remote import is_staged
 
-    if config.model.is_tiny or not is_staged(config.model.path):
-        return {}
-    driver = ray.get_runtime_context().get_node_id()
-    nodes = placement_group_table(placement).get("bundles_to_node_id", {})
-    away = [rank for rank in range(config.engine.workers) if nodes.get(rank, driver) != driver]
-    if not away:
+    if not away or config.model.is_tiny or not is_staged(config.model.path):
         return {}
     chunks = [ray.put(chunk) for chunk in file_chunks(Path(config.model.path))]
     print(
@@ -307,7 +309,9 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
         ) from None
     remote = ray.remote(PolicyWorker)
     payload = config.model_dump(mode="json")
-    shipped = _model_chunks(config, placement)
+    driver = str(ray.get_runtime_context().get_node_id())
+    nodes = _bundle_nodes(placement, engine.workers, driver)
+    shipped = _model_chunks(config, [rank for rank, node in enumerate(nodes) if node != driver])
     actors = [
         remote.options(
             runtime_env={"env_vars": WORKER_ENV},
@@ -320,12 +324,11 @@ def start_ray_policy(config: TrainConfig) -> RayPolicy:
         for rank in range(engine.workers)
     ]
     policy = RayPolicy(config, actors, placement)
+    policy.nodes, policy.driver_node = nodes, driver
     try:
         address, port = policy._gather([actors[0].rendezvous.remote()], "starting the workers")[0]
         policy._gather([actor.join.remote(address, port) for actor in actors], "forming the process group")
-        policy.nodes = policy._gather([actor.node_id.remote() for actor in actors], "starting the workers")
-        policy.driver_node = str(ray.get_runtime_context().get_node_id())
-        away = sum(node != policy.driver_node for node in policy.nodes)
+        away = sum(node != driver for node in nodes)
         if away:
             print(
                 f"train: {away} of {engine.workers} workers on other nodes than the driver: "

@@ -8,8 +8,9 @@ in order, a file's chunks one after another.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 CHUNK_BYTES = 64 << 20
 
@@ -49,3 +50,11 @@ def write_chunk(folder: Path, chunk: Chunk) -> None:
         raise ValueError(f"chunk of {rel} at offset {offset}, but {size} bytes were written before it")
     with target.open("ab") as handle:
         handle.write(data)
+
+
+def receive_chunks(folder: Path, refs: Sequence[Any]) -> None:
+    """Write the chunks behind ``refs`` (Ray object refs, in order) under ``folder``, one at a time."""
+    import ray
+
+    for ref in refs:
+        write_chunk(folder, ray.get(ref))

@@ -42,7 +42,7 @@ from trainer.engine.build import (
     reference_model,
 )
 from trainer.engine.distributed.collective import TorchCollective, free_port, join_group, leave_group
-from trainer.engine.distributed.transfer import Chunk, file_chunks, write_chunk
+from trainer.engine.distributed.transfer import Chunk, file_chunks, receive_chunks
 from trainer.engine.distributed.zero import (
     full_optimizer_state,
     full_weights,
@@ -129,11 +129,8 @@ class PolicyWorker:
         self.config = TrainConfig.model_validate(config, strict=False)
         self._model_folder: tempfile.TemporaryDirectory | None = None
         if model_chunks:
-            import ray
-
             self._model_folder = tempfile.TemporaryDirectory(prefix="triune-model-")
-            for ref in model_chunks:
-                write_chunk(Path(self._model_folder.name), ray.get(ref))
+            receive_chunks(Path(self._model_folder.name), model_chunks)
             model = self.config.model.model_copy(update={"path": self._model_folder.name})
             self.config = self.config.model_copy(update={"model": model})
         self.rank, self.world = rank, world
@@ -261,18 +258,9 @@ class PolicyWorker:
 
     def load_chunks(self, refs: Sequence[Any]) -> None:
         """Load a checkpoint the driver sent as chunks in Ray's object store (:func:`file_chunks`)."""
-        import ray
-
         with tempfile.TemporaryDirectory(prefix="triune-checkpoint-") as folder:
-            for ref in refs:
-                write_chunk(Path(folder), ray.get(ref))
+            receive_chunks(Path(folder), refs)
             self.load(folder)
-
-    def node_id(self) -> str:
-        """The Ray node this worker runs on."""
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
 
     def load(self, directory: str) -> None:
         """Load a checkpoint written by any number of workers (the states on disk are whole)."""

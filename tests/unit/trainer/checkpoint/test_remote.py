@@ -138,3 +138,15 @@ def test_outputs_pushed_and_pulled_without_the_checkpoints(tmp_path: Path, uri: 
     assert (other.output_dir / "warm_start" / "summary.json").exists()
     assert not any(other.checkpoint_dir.iterdir())
     assert other.prepare(resume=True).step == 1
+
+
+def test_push_copies_only_what_changed_since_the_last_push(tmp_path: Path, uri: str) -> None:
+    mirror = Mirror(tmp_path / "a", uri)
+    (mirror.local / "warm_start").mkdir(parents=True)
+    (mirror.local / "warm_start" / "model.safetensors").write_bytes(b"w" * 100)
+    (mirror.local / "metrics.jsonl").write_text("{}\n")
+    assert mirror.push() == 2
+    with (mirror.local / "metrics.jsonl").open("a") as handle:
+        handle.write("{}\n")
+    assert mirror.push() == 1  # the metric file grew; the model is not copied again
+    assert fsspec.filesystem("memory").cat_file(mirror.remote("metrics.jsonl")) == b"{}\n{}\n"
