@@ -56,7 +56,10 @@ def digest(value: object) -> str:
 
 def config_identity(config: TrainConfig) -> dict[str, Any]:
     """The part of ``config`` that a resumed run must share with the saved one (JSON)."""
+    from trainer.checkpoint.remote import portable_location
+
     data = config.model_dump(mode="json")
+    data["model"]["path"] = portable_location(data["model"]["path"])  # a staged copy: the URI it is of
     for key in IGNORED_SECTIONS:
         data.pop(key, None)
     data["data"].pop("root", None)

@@ -10,12 +10,16 @@ When ``output_dir`` or ``checkpoint.dir`` is such a URI, the run works in a loca
   checkpoints that the local ``keep_last`` pruned are deleted, marker first;
 - at each checkpoint and at the end, the other outputs are copied up.
 
+The copies after a checkpoint run on a thread of their own (:mod:`trainer.checkpoint.uploads`),
+so training does not wait for them.
+
 A URI of the local file system (``file://``) is used as the path it names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import tempfile
@@ -40,6 +44,7 @@ from trainer.checkpoint.store import (
 LOCAL_PROTOCOLS = ("file", "local")
 STAGING_ENV = "TRIUNE_STAGING_DIR"
 PROBE = ".triune-write-check"
+COPY_CHUNK = 8 << 20
 
 
 def is_remote(location: str) -> bool:
@@ -71,6 +76,77 @@ def is_staged(path: str | Path, environ: Mapping[str, str] | None = None) -> boo
     return base in Path(path).resolve().parents
 
 
+def staging_record(folder: Path) -> Path:
+    """The file beside a staging folder that says which URI it stands for (and what was copied)."""
+    return folder.with_name(folder.name + ".json")
+
+
+def write_staging_record(folder: Path, uri: str, **extra: object) -> None:
+    """Record that ``folder`` stands for ``uri`` (written whole: a temporary file renamed)."""
+    record = staging_record(folder)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"uri": uri, **extra}, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, record)
+
+
+def read_staging_record(folder: Path) -> dict | None:
+    """What :func:`write_staging_record` wrote for ``folder``; None when nothing (readable) was."""
+    try:
+        record = json.loads(staging_record(folder).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("uri"), str) else None
+
+
+def portable_location(path: str, environ: Mapping[str, str] | None = None) -> str:
+    """``path`` as every node names it: a path in a staging folder as the URI it stands for.
+
+    A staging folder's place differs between machines (``TRIUNE_STAGING_DIR``, the temporary
+    folder), so what a checkpoint records of a staged ``model.path`` must be the URI.
+    """
+    base = staging_base(environ).resolve()
+    resolved = Path(path).resolve()
+    if base not in resolved.parents:
+        return path
+    folder = base / resolved.relative_to(base).parts[0]
+    record = read_staging_record(folder)
+    if record is None:
+        return path
+    rest = resolved.relative_to(folder).as_posix()
+    return record["uri"].rstrip("/") + ("" if rest == "." else f"/{rest}")
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A local file as it was when looked at: its size and modification time."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStamp:
+        stat = path.stat()
+        return cls(path, stat.st_size, stat.st_mtime_ns)
+
+
+def copy_prefix(source: Path, size: int, fs: AbstractFileSystem, target: str) -> None:
+    """Copy the first ``size`` bytes of ``source`` to ``target``: the lines an append-only file held
+    when it was looked at, not a line written since then and torn by the copy."""
+    if source.stat().st_size == size:
+        fs.put_file(str(source), target)
+        return
+    with source.open("rb") as reader, fs.open(target, "wb") as writer:
+        left = size
+        while left > 0:
+            chunk = reader.read(min(left, COPY_CHUNK))
+            if not chunk:
+                raise OSError(f"{source} is shorter than the {size} bytes it had")
+            writer.write(chunk)
+            left -= len(chunk)
+
+
 @dataclass
 class Mirror:
     """A local folder and the remote folder it is copied to and from."""
@@ -97,19 +173,28 @@ class Mirror:
             found.append(path)
         return found
 
+    def stamps(self, *, skip: Iterable[Path] = ()) -> list[FileStamp]:
+        """Every local file but those under ``skip``, as it is now."""
+        return [FileStamp.of(path) for path in self._files(self.local, skip)]
+
+    def push_files(self, stamps: Iterable[FileStamp]) -> int:
+        """Copy up each file as stamped (its first ``size`` bytes), unless this mirror already copied
+        it in that state; returns how many were copied."""
+        count = 0
+        for stamp in stamps:
+            key = (stamp.size, stamp.mtime_ns)
+            if self.pushed.get(stamp.path) == key:
+                continue
+            target = self.remote(stamp.path.relative_to(self.local).as_posix())
+            copy_prefix(stamp.path, stamp.size, self.fs, target)
+            self.pushed[stamp.path] = key
+            count += 1
+        return count
+
     def push(self, *, skip: Iterable[Path] = ()) -> int:
         """Copy up every local file (but those under ``skip``) changed since this mirror last
         copied it; returns how many were copied."""
-        count = 0
-        for path in self._files(self.local, skip):
-            stat = path.stat()
-            stamp = (stat.st_size, stat.st_mtime_ns)
-            if self.pushed.get(path) == stamp:
-                continue
-            self.fs.put_file(str(path), self.remote(path.relative_to(self.local).as_posix()))
-            self.pushed[path] = stamp
-            count += 1
-        return count
+        return self.push_files(self.stamps(skip=skip))
 
     def pull(self, *, skip: Iterable[str] = ()) -> int:
         """Copy every remote file down (but those under the top-level names in ``skip``); returns how many."""
@@ -146,7 +231,10 @@ class Mirror:
         return sorted(found, reverse=True)
 
     def push_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Copy ``checkpoint`` up, marker last; then delete remote checkpoints gone locally."""
+        """Copy ``checkpoint`` up, marker last; then delete the other remote checkpoints gone locally.
+
+        ``checkpoint.path`` may be a snapshot elsewhere; its folder's name is the step's.
+        """
         name = checkpoint.path.name
         target = self.remote(name)
         marker = posixpath.join(target, MARKER)
@@ -157,7 +245,7 @@ class Mirror:
             if rel != MARKER:
                 self.fs.put_file(str(path), posixpath.join(target, rel))
         self.fs.put_file(str(checkpoint.path / MARKER), marker)
-        kept = {path.name for _, path in candidates(self.local)}
+        kept = {path.name for _, path in candidates(self.local)} | {name}
         for _, remote in self.remote_steps():
             if remote.rsplit("/", 1)[-1] not in kept:
                 self.delete(remote)
@@ -232,6 +320,9 @@ class RemoteOutputs:
             if mirror is not None:
                 mirror.check_writable()
                 mirror.local.mkdir(parents=True, exist_ok=True)
+                nested = self.outputs is not None and self.outputs.local in mirror.local.parents
+                if not nested:
+                    write_staging_record(mirror.local, mirror.uri)
         if self.outputs is not None:
             self.outputs.pull(skip=[PROBE, *self._nested_checkpoints()])
         if self.checkpoints is not None:
@@ -247,17 +338,23 @@ class RemoteOutputs:
             return [local.relative_to(self.outputs.local).parts[0]]
         return []
 
-    def after_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Copy up a checkpoint just saved, then the other outputs."""
+    def after_checkpoint(self, checkpoint: Checkpoint, stamps: list[FileStamp] | None = None) -> None:
+        """Copy up a checkpoint, then the other outputs (as ``stamps`` says, else as they are now)."""
         if self.checkpoints is not None:
             self.checkpoints.push_checkpoint(checkpoint)
-        self.push_outputs()
+        self.push_outputs(stamps)
 
-    def push_outputs(self) -> None:
-        """Copy up the outputs (metric files, config, warm-start model), not the checkpoints."""
+    def output_stamps(self) -> list[FileStamp]:
+        """The outputs (metric files, config, warm-start model) as they are now, not the checkpoints."""
+        if self.outputs is None:
+            return []
+        skip = [self.checkpoints.local] if self.checkpoints is not None else []
+        return self.outputs.stamps(skip=skip)
+
+    def push_outputs(self, stamps: list[FileStamp] | None = None) -> None:
+        """Copy up the outputs, as ``stamps`` says (else as they are now)."""
         if self.outputs is not None:
-            skip = [self.checkpoints.local] if self.checkpoints is not None else []
-            self.outputs.push(skip=skip)
+            self.outputs.push_files(self.output_stamps() if stamps is None else stamps)
 
 
 def remote_outputs(

@@ -150,9 +150,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from trainer.checkpoint.remote import remote_outputs
+    from trainer.checkpoint.remote import is_remote, remote_outputs
 
     config = _local_locations(config)
+    if is_remote(config.model.path):
+        try:
+            config = _staged_model(config)
+        except OSError as exc:
+            print(
+                f"train: cannot copy model.path {config.model.path}: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
     remote = remote_outputs(config.output_dir, config.checkpoint.dir)
     with stop_on_signals() as stop:  # until the trackers are flushed and the reward workers stopped
         if remote is None:
@@ -161,14 +170,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _local_locations(config: TrainConfig) -> TrainConfig:
-    """``file://`` URIs in ``output_dir`` and ``checkpoint.dir`` as the paths they name."""
+    """``file://`` URIs in ``output_dir``, ``checkpoint.dir`` and ``model.path`` as the paths they name."""
     from trainer.checkpoint.remote import local_location
 
     checkpoint = config.checkpoint
     if checkpoint.dir is not None:
         checkpoint = checkpoint.model_copy(update={"dir": local_location(checkpoint.dir)})
     output_dir = local_location(config.output_dir)
-    return config.model_copy(update={"output_dir": output_dir, "checkpoint": checkpoint})
+    model = config.model.model_copy(update={"path": local_location(config.model.path)})
+    return config.model_copy(update={"output_dir": output_dir, "checkpoint": checkpoint, "model": model})
+
+
+def _staged_model(config: TrainConfig) -> TrainConfig:
+    """``config`` with a ``model.path`` URI replaced by this node's copy of it (made when needed)."""
+    from trainer.checkpoint.remote_model import stage_model
+
+    path = stage_model(config.model.path, log=lambda line: print(line, flush=True))
+    return config.model_copy(update={"model": config.model.model_copy(update={"path": str(path)})})
 
 
 def _train_staged(
@@ -200,18 +218,47 @@ def _train_staged(
     staging = remote.output_dir or remote.checkpoint_dir
     print(f"train: outputs staged in {staging}, copied to {where}", flush=True)
 
+    from trainer.checkpoint.store import checkpoint_name
+    from trainer.checkpoint.uploads import Snapshot, Uploads
+
+    def what(snapshot: Snapshot) -> str:
+        kind = "checkpoint" if snapshot.checkpoint is not None else "outputs"
+        return f"{kind} of step {snapshot.step}"
+
+    def copied(snapshot: Snapshot) -> None:
+        if remote.checkpoints is not None:
+            target = f"{remote.checkpoints.uri.rstrip('/')}/{checkpoint_name(snapshot.step)}"
+            print(f"train: checkpoint of step {snapshot.step} copied to {target}", flush=True)
+
+    def failed(snapshot: Snapshot, exc: BaseException) -> None:
+        print(
+            f"train: warning: could not copy the {what(snapshot)} to {where}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def dropped(snapshot: Snapshot, newer: Snapshot) -> None:
+        print(
+            f"train: the {what(snapshot)} was not copied to {where}: "
+            f"step {newer.step}, newer, is copied instead",
+            flush=True,
+        )
+
+    uploads = Uploads(remote, on_copied=copied, on_failed=failed, on_dropped=dropped)
+
     def copy_up(checkpoint: Checkpoint) -> None:
         try:
-            remote.after_checkpoint(checkpoint)
-            if remote.checkpoints is not None:
-                copied = f"{remote.checkpoints.uri.rstrip('/')}/{checkpoint.path.name}"
-                print(f"train: checkpoint of step {checkpoint.step} copied to {copied}", flush=True)
+            uploads.submit(checkpoint)
         except OSError as exc:
             print(f"train: warning: could not copy {checkpoint.path} to {where}: {exc}", file=sys.stderr)
 
     try:
         return _train(staged, sources, args, resume, stop, after_checkpoint=copy_up)
     finally:
+        pending = uploads.pending
+        if pending:
+            print(f"train: waiting for the copy of the {what(pending[-1])} to {where}", flush=True)
+        uploads.close()
         try:
             remote.push_outputs()
         except OSError as exc:

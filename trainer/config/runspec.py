@@ -122,12 +122,33 @@ def check_model_path(config: TrainConfig) -> list[ConfigProblem]:
                 f"{path!r} is a placeholder; override it with model.path=/path/to/checkpoint",
             )
         ]
-    if not (Path(path) / "config.json").is_file():
+    protocol, local = fsspec.core.split_protocol(path)
+    if protocol is not None and protocol not in ("file", "local"):
+        return _remote_model_problems(path)
+    if not (Path(local) / "config.json").is_file():
         return [
             ConfigProblem(
                 "model.path",
                 f"{path!r} is not a checkpoint directory (no config.json); give a local Hugging Face "
-                "checkpoint or tiny:<arch>:<size>",
+                "checkpoint, a URI of one (s3://bucket/models/name), or tiny:<arch>:<size>",
+            )
+        ]
+    return []
+
+
+def _remote_model_problems(uri: str) -> list[ConfigProblem]:
+    """A ``model.path`` URI must name a Hugging Face directory that this machine can read."""
+    try:
+        fs, root = fsspec.core.url_to_fs(uri)
+        found = fs.isfile(f"{root.rstrip('/')}/config.json")
+    except (ImportError, ValueError) as exc:  # no file system for the protocol, or a bad URI
+        return [ConfigProblem("model.path", f"{uri!r} cannot be read: {exc}")]
+    except Exception as exc:  # noqa: BLE001 - any store error (credentials, network) is the user's to fix
+        return [ConfigProblem("model.path", f"{uri!r} cannot be read: {type(exc).__name__}: {exc}")]
+    if not found:
+        return [
+            ConfigProblem(
+                "model.path", f"{uri!r} is not a checkpoint directory (no config.json at {uri.rstrip('/')}/)"
             )
         ]
     return []

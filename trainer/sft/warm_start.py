@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from trainer.checkpoint.remote import portable_location
 from trainer.config import ResolvedSource, TrainConfig
 from trainer.sft.train import SUMMARY_FILE, SFTOptions, run_sft
 
@@ -60,7 +61,7 @@ def warm_started(
     out = Path(config.output_dir) / WARM_START_DIR
     options = warm_start_options(config)
     wanted = {
-        "base_model": config.model.path,
+        "base_model": portable_location(config.model.path),
         "steps": options.steps,
         "batch_size": options.batch_size,
         "lr": options.lr,

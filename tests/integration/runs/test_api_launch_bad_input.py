@@ -440,7 +440,7 @@ def test_a_model_path_missing_on_the_local_target_is_refused(project, math, owne
         {
             "config.model.path": [
                 f"{missing!r} is not a checkpoint directory (no config.json); give a local Hugging Face "
-                "checkpoint or tiny:<arch>:<size>"
+                "checkpoint, a URI of one (s3://bucket/models/name), or tiny:<arch>:<size>"
             ]
         },
         before=before,

@@ -13,6 +13,7 @@ from tests.s3_server import BUCKET, empty_bucket, s3_options
 from trainer.__main__ import main
 from trainer.checkpoint import MARKER, list_complete
 from trainer.checkpoint.remote import STAGING_ENV, staging_dir
+from trainer.models import save_tiny
 
 from .test_resume import _assert_same_state, _points, _state
 
@@ -90,3 +91,37 @@ def test_an_unreachable_output_dir_is_refused_before_training(
     err = capsys.readouterr().err
     assert "train: cannot use s3://no-such-bucket-here/run" in err
     assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").rglob("*.safetensors"))
+
+
+def test_a_model_on_s3_is_copied_to_the_node_once_and_a_resume_on_another_node_accepts_it(
+    synth_dir: Path, tmp_path: Path, write_config, s3, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = save_tiny(tmp_path / "model", arch="qwen2_vl")
+    s3.put(str(model), f"{BUCKET}/models/tiny-qwen2-vl", recursive=True)
+    s3.invalidate_cache()
+    uri = f"s3://{BUCKET}/models/tiny-qwen2-vl"
+    config = write_config(synth_dir, total_steps=2, model={"path": uri}, checkpoint={"every": 1})
+    out = f"s3://{BUCKET}/runs/9/output"
+    assert _train(config, out, "--steps", "1") == 0
+    lines = capsys.readouterr().out
+    assert f"train: model.path {uri}: copying" in lines and "step 1/2 |" in lines
+    assert (staging_dir(uri) / "model.safetensors").is_file()
+
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "other-node"))  # another node: nothing staged
+    assert _train(config, out, "--resume") == 0
+    lines = capsys.readouterr().out
+    assert f"train: model.path {uri}: copying" in lines  # this node had no copy
+    assert "resumed from" in lines and "at step 1" in lines  # the checkpoint names the URI, not a path
+    assert _train(config, str(tmp_path / "local-out"), "--steps", "1") == 0
+    assert f"train: model.path {uri}: reusing the copy" in capsys.readouterr().out
+
+
+def test_a_model_uri_without_a_model_is_refused_before_anything_runs(
+    synth_dir: Path, tmp_path: Path, write_config, s3, capsys
+) -> None:
+    missing = f"s3://{BUCKET}/models/none"
+    config = write_config(synth_dir, total_steps=2, model={"path": missing})
+    assert _train(config, str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert f"model.path: {missing!r} is not a checkpoint directory (no config.json" in err
+    assert not (tmp_path / "out").exists()

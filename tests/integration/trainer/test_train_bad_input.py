@@ -72,7 +72,7 @@ def test_missing_files_and_checkpoint_are_listed_together(capsys, tmp_path: Path
     assert lines[0] == f"train: invalid config {PRESET} with overrides {overrides}:"
     assert lines[1] == (
         f"  model.path: '{tmp_path / 'ckpt'}' is not a checkpoint directory (no config.json); give a local "
-        "Hugging Face checkpoint or tiny:<arch>:<size>"
+        "Hugging Face checkpoint, a URI of one (s3://bucket/models/name), or tiny:<arch>:<size>"
     )
     pattern = tmp_path / "nowhere" / "train_*_synth_math_*.parquet"
     assert lines[2] == f"  data.sources[0].train[0]: no file matches '{pattern}'"

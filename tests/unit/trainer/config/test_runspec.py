@@ -128,7 +128,7 @@ def test_model_checkpoint_is_checked(data_dir: Path, tmp_path: Path) -> None:
         build_run_spec(config_for(data_dir, f"model.path={tmp_path}/nope"), run_id="r")
     assert messages(info.value) == [
         f"model.path: '{tmp_path}/nope' is not a checkpoint directory (no config.json); give a local "
-        "Hugging Face checkpoint or tiny:<arch>:<size>"
+        "Hugging Face checkpoint, a URI of one (s3://bucket/models/name), or tiny:<arch>:<size>"
     ]
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
