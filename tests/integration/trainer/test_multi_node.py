@@ -1,6 +1,7 @@
 """Two Ray nodes that share no folder: the workers on one, the driver on the other, outputs on S3.
 
-The warm-started model is written on the driver's node and sent to the workers. Both nodes run
+The warm-started model, and the copy of a model.path URI, are written on the driver's node and sent
+to the workers. Both nodes run
 on this machine (a head with no CPU for the driver, a node with 2 CPUs for the workers); the
 run's folders are the S3 server's, and what crosses between the nodes goes through Ray. The run
 stops after step 2, resumes (staging emptied, as on a new driver node), and ends with the weights
@@ -20,6 +21,7 @@ import pytest
 from tests.s3_server import BUCKET, empty_bucket, s3_options
 from trainer.checkpoint import list_complete
 from trainer.checkpoint.remote import STAGING_ENV
+from trainer.models import save_tiny
 
 from .conftest import checkpoint_state
 
@@ -101,3 +103,20 @@ def test_workers_on_another_node_checkpoint_to_s3_and_resume(
     for name in weights:
         assert (weights[name] - want_weights[name]).abs().max().item() < 1e-6, name
     assert moments.keys() == want_moments.keys()
+
+
+def test_a_model_on_s3_reaches_the_workers_on_another_node(
+    two_nodes, s3_endpoint, synth_dir, tmp_path, write_config
+) -> None:
+    options = s3_options(s3_endpoint)
+    s3 = empty_bucket(options)
+    s3.put(str(save_tiny(tmp_path / "model", arch="qwen2_vl")), f"{BUCKET}/models/tiny", recursive=True)
+    env = {f"FSSPEC_S3_{key.upper()}": value for key, value in options.items()}
+    env |= {STAGING_ENV: str(tmp_path / "staging")}
+    uri = f"s3://{BUCKET}/models/tiny"
+    config = write_config(synth_dir, engine=ENGINE, total_steps=1, reward={"workers": 1}, model={"path": uri})
+    done = _train(two_nodes, env, "--config", str(config), "--output-dir", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"train: model.path {uri}: copying" in done.stdout  # to the driver's node
+    assert "is on the driver's node only: sent to 2 worker(s)" in done.stdout
+    assert "train: finished 1 step(s)" in done.stdout
