@@ -1,11 +1,10 @@
 """Two Ray nodes that share no folder: the workers on one, the driver on the other, outputs on S3.
 
-The warm-started model, and the copy of a model.path URI, are written on the driver's node and sent
-to the workers. Both nodes run
-on this machine (a head with no CPU for the driver, a node with 2 CPUs for the workers); the
-run's folders are the S3 server's, and what crosses between the nodes goes through Ray. The run
-stops after step 2, resumes (staging emptied, as on a new driver node), and ends with the weights
-of the same run trained straight on one node.
+The warm-started model, and the copy of a ``model.path`` URI, are written on the driver's node and
+sent to the workers. Both nodes run on this machine (a head with no CPU for the driver, a node
+with 2 CPUs for the workers); the run's folders are the S3 server's, and what crosses between the
+nodes goes through Ray. The run stops after step 2, resumes (staging emptied, as on a new driver
+node), and ends with the weights of the same run trained straight on one node.
 """
 
 from __future__ import annotations
