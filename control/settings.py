@@ -36,6 +36,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 DATA_DIR = Path(env.str("TRIUNE_DATA_DIR", default=str(BASE_DIR / "var")))
 STORAGE_URL = env.str("STORAGE_URL", default=(DATA_DIR / "storage").as_uri())
+# Where uploads are received and ingested when STORAGE_URL is not a local folder (the finished
+# dataset versions are then copied to STORAGE_URL).
+TRIUNE_INGEST_DIR = Path(env.str("TRIUNE_INGEST_DIR", default=str(DATA_DIR / "ingest")))
 RAY_ADDRESS = env.str("RAY_ADDRESS", default="")
 # The Jobs API of the ``local`` compute target: the head ./triune up started, else RAY_ADDRESS.
 TRIUNE_RAY_JOBS_URL = env.str("TRIUNE_RAY_JOBS_URL", default=RAY_ADDRESS or "http://127.0.0.1:8265")

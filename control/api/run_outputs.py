@@ -17,8 +17,8 @@ from control.api.runs import run_for
 from control.errors import NotFound
 from control.models import RunArtifact
 from control.selectors.run_logs import run_log_chunk
-from control.services.launch import fs_path
 from control.services.run_outputs import run_artifacts_sync
+from control.storage import fs_path
 
 
 class LogChunkOutput(serializers.Serializer):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
+import fsspec
 import pyarrow.parquet as pq
 
 from control.errors import NotFound
@@ -14,10 +14,10 @@ from trainer.data.schema import drop_nulls
 SPLITS = ("train", "test")
 
 
-def _paths(source: DataSource, split: str) -> list[Path]:
+def _uris(source: DataSource, split: str) -> list[str]:
     if split not in SPLITS:
         raise NotFound(f"split must be one of {', '.join(SPLITS)}, got {split[:20]!r}")
-    return [Path(uri.removeprefix("file://")) for uri in source.files.get(split, [])]
+    return list(source.files.get(split, []))
 
 
 def split_count(source: DataSource, split: str) -> int:
@@ -25,27 +25,31 @@ def split_count(source: DataSource, split: str) -> int:
 
 
 def _rows(source: DataSource, split: str, offset: int, limit: int) -> Iterator[tuple[int, dict]]:
-    """Rows ``offset`` … ``offset + limit - 1`` of a split, reading only the row groups that hold them."""
+    """Rows ``offset`` … ``offset + limit - 1`` of a split, reading only the row groups that hold them.
+
+    The files are local or on S3 storage; only the footer and the row groups read are fetched.
+    """
     index = 0
     end = offset + limit
-    for path in _paths(source, split):
-        parquet = pq.ParquetFile(path)
-        for group in range(parquet.num_row_groups):
-            n = parquet.metadata.row_group(group).num_rows
-            if index + n <= offset:
-                index += n
-                continue
-            if index >= end:
-                return
-            for row in parquet.read_row_group(group).to_pylist():
-                if offset <= index < end:
-                    for key in ("reward_model", "extra_info"):
-                        if row.get(key) is not None:
-                            row[key] = drop_nulls(row[key])
-                    yield index, row
-                index += 1
+    for uri in _uris(source, split):
+        with fsspec.open(uri, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                n = parquet.metadata.row_group(group).num_rows
+                if index + n <= offset:
+                    index += n
+                    continue
                 if index >= end:
                     return
+                for row in parquet.read_row_group(group).to_pylist():
+                    if offset <= index < end:
+                        for key in ("reward_model", "extra_info"):
+                            if row.get(key) is not None:
+                                row[key] = drop_nulls(row[key])
+                        yield index, row
+                    index += 1
+                    if index >= end:
+                        return
 
 
 def samples_page(*, source: DataSource, split: str, offset: int, limit: int) -> list[tuple[int, dict]]:

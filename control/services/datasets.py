@@ -25,6 +25,7 @@ from control.services.ingest import (
     ingest_files,
     sanitize_filename,
 )
+from control.storage import ingest_root, publish_folder, remove_folder
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,8 @@ class UploadRejected(DomainError):
 
 
 def data_root() -> Path:
-    """Local root of dataset storage (STORAGE_URL must be a file:// URL for local ingest)."""
-    url = settings.STORAGE_URL
-    if not url.startswith("file://"):
-        logger.error("STORAGE_URL %r is not a local directory; only file:// storage ingests uploads", url)
-        raise DomainError("the server's dataset storage is not a local directory; ask its administrator")
-    return Path(url[len("file://") :])
+    """The local folder of uploads, ingest staging and error reports (:func:`control.storage.ingest_root`)."""
+    return ingest_root()
 
 
 def uploads_dir() -> Path:
@@ -185,7 +182,7 @@ def dataset_version_create(
 
     staging = data_root() / "staging" / uuid.uuid4().hex
     staging.mkdir(parents=True)
-    final: Path | None = None
+    final: str | None = None
     try:
         try:
             result = ingest_files(
@@ -221,15 +218,18 @@ def dataset_version_create(
             if DatasetVersion.objects.filter(dataset=locked, content_hash=digest).exists():
                 return VersionOutcome(DatasetVersion.objects.get(dataset=locked, content_hash=digest), False)
             number = (DatasetVersion.objects.filter(dataset=locked).aggregate(m=Max("number"))["m"] or 0) + 1
-            final = data_root() / "datasets" / str(project.pk) / str(locked.pk) / f"v{number}-{digest[:12]}"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(final)
+            relative = f"datasets/{project.pk}/{locked.pk}/v{number}-{digest[:12]}"
+            try:
+                final = publish_folder(staging, relative)
+            except OSError as exc:
+                logger.exception("dataset version %s could not be written to storage", relative)
+                raise DomainError(f"the dataset could not be written to storage ({exc}); try again") from None
             size = sum(f.path.stat().st_size for f in files)
             version = DatasetVersion.objects.create(
                 dataset=locked,
                 number=number,
                 content_hash=digest,
-                storage_uri=final.as_uri(),
+                storage_uri=final,
                 size_bytes=size,
                 sample_count=result.valid_rows,
                 report=report,
@@ -247,12 +247,12 @@ def dataset_version_create(
                     train_count=summary.counts.get("train", 0),
                     test_count=summary.counts.get("test", 0),
                     stats=summary.stats(),
-                    files={split: [(final / n).as_uri() for n in ns] for split, ns in summary.files.items()},
+                    files={split: [f"{final}/{n}" for n in ns] for split, ns in summary.files.items()},
                 )
         return VersionOutcome(version, created=True)
     except BaseException:
-        if final is not None and final.exists():
-            shutil.rmtree(final, ignore_errors=True)
+        if final is not None:
+            remove_folder(final)
         raise
     finally:
         if staging.exists():

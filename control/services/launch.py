@@ -16,7 +16,7 @@ from django.conf import settings
 from control.errors import DomainError
 from control.models import ComputeTarget, Run
 from control.ray_jobs import RayTarget, read_token
-from control.storage import join, storage, storage_uri
+from control.storage import fs_path, join, storage, storage_uri
 
 SUBMIT_TASK = "workers.tasks.run_submit"
 STOP_TASK = "workers.tasks.run_stop"
@@ -354,12 +354,3 @@ def job_runtime_env(target: ComputeTarget, *, token: str) -> dict:
     )
     env["env_vars"] = env_vars
     return env
-
-
-def fs_path(uri: str) -> str | None:
-    """The local path of a ``file://`` URI (or a plain path); None for remote storage."""
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
-    if "://" in uri:
-        return None
-    return uri
