@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 from django.db import transaction
 
 from control.models import Run, RunArtifact
 from control.services.launch import run_folder, run_output_dir
 from control.storage import join, storage, storage_uri
-
-CHECKPOINT_NAME = re.compile(r"^step_(\d{8,})$")
-MARKER, MANIFEST, POLICY = "COMPLETE", "manifest.json", "policy"
+from trainer.checkpoint.layout import (
+    MARKER,
+    POLICY_DIR,
+    CheckpointError,
+    checkpoint_step,
+    read_complete_manifest,
+)
 
 
 def log_path(run: Run, attempt: int) -> str:
@@ -55,24 +58,14 @@ def complete_checkpoints(output_dir: str) -> list[tuple[int, str, dict]]:
         return []
     found = []
     for entry in fs.ls(root, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        match = CHECKPOINT_NAME.match(name)
-        if match is None:
+        step = checkpoint_step(entry.rstrip("/").rsplit("/", 1)[-1])
+        if step is None:
             continue
         try:
-            with fs.open(join(entry, MANIFEST), "rb") as handle:
-                raw = handle.read(16 << 20)
-            with fs.open(join(entry, MARKER), "rb") as handle:
-                marker = handle.read(200).decode().strip()
-        except (OSError, UnicodeDecodeError):
+            manifest = json.loads(read_complete_manifest(fs, entry))
+        except (CheckpointError, ValueError):  # torn, edited, or not JSON
             continue
-        if marker != hashlib.sha256(raw).hexdigest():
-            continue
-        try:
-            manifest = json.loads(raw)
-        except ValueError:
-            continue
-        found.append((int(match.group(1)), entry, manifest))
+        found.append((step, entry, manifest))
     return sorted(found)
 
 
@@ -110,12 +103,12 @@ def run_artifacts_sync(*, run: Run) -> list[RunArtifact]:
         }
     if checkpoints:
         step, path, manifest = checkpoints[-1]
-        policy = join(path, POLICY)
+        policy = join(path, POLICY_DIR)
         if fs.isdir(policy):
             found[storage_uri(fs, policy)] = {
                 "kind": RunArtifact.Kind.POLICY,
                 "step": step,
-                "size_bytes": _manifest_size(manifest, POLICY + "/"),
+                "size_bytes": _manifest_size(manifest, POLICY_DIR + "/"),
                 "sha256": "",
             }
     spec = join(run_folder(run), "spec.json")

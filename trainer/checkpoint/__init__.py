@@ -5,77 +5,58 @@
 - :func:`latest_complete` finds the newest complete checkpoint (never a partial or corrupted
   one); :func:`find_checkpoint`, :func:`check_resume` and :func:`restore` implement ``--resume``;
 - :func:`export_policy` writes the policy as a Hugging Face model directory.
+
+Names are imported on first use (PEP 562), so that ``trainer.checkpoint.layout`` can be read
+without loading torch (the platform reads checkpoints that way).
 """
 
-from trainer.checkpoint.atomic import atomic_directory, save_torch
-from trainer.checkpoint.export import export_policy, write_policy
-from trainer.checkpoint.fingerprint import (
-    DataFingerprinter,
-    config_defaults,
-    config_differences,
-    config_identity,
-    data_differences,
-    model_differences,
-    model_signature,
-)
-from trainer.checkpoint.resume import (
-    AUTO,
-    LATEST,
-    CheckpointManager,
-    Resumable,
-    check_resume,
-    checkpoint_root,
-    find_checkpoint,
-    restore,
-)
-from trainer.checkpoint.rng import capture_rng, restore_rng
-from trainer.checkpoint.store import (
-    MARKER,
-    POLICY_DIR,
-    STATE_FILE,
-    Checkpoint,
-    CheckpointError,
-    check_checkpoint,
-    checkpoint_name,
-    latest_complete,
-    list_complete,
-    load_state,
-    prune,
-    save_checkpoint,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AUTO",
-    "LATEST",
-    "MARKER",
-    "POLICY_DIR",
-    "STATE_FILE",
-    "Checkpoint",
-    "CheckpointError",
-    "CheckpointManager",
-    "DataFingerprinter",
-    "Resumable",
-    "atomic_directory",
-    "save_torch",
-    "capture_rng",
-    "check_checkpoint",
-    "check_resume",
-    "checkpoint_name",
-    "checkpoint_root",
-    "config_defaults",
-    "config_differences",
-    "config_identity",
-    "data_differences",
-    "export_policy",
-    "find_checkpoint",
-    "latest_complete",
-    "list_complete",
-    "load_state",
-    "model_differences",
-    "model_signature",
-    "prune",
-    "restore",
-    "restore_rng",
-    "save_checkpoint",
-    "write_policy",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "atomic_directory": "atomic",
+    "save_torch": "atomic",
+    "export_policy": "export",
+    "write_policy": "export",
+    "DataFingerprinter": "fingerprint",
+    "config_defaults": "fingerprint",
+    "config_differences": "fingerprint",
+    "config_identity": "fingerprint",
+    "data_differences": "fingerprint",
+    "model_differences": "fingerprint",
+    "model_signature": "fingerprint",
+    "CheckpointError": "layout",
+    "MARKER": "layout",
+    "POLICY_DIR": "layout",
+    "STATE_FILE": "layout",
+    "checkpoint_name": "layout",
+    "AUTO": "resume",
+    "CheckpointManager": "resume",
+    "LATEST": "resume",
+    "Resumable": "resume",
+    "check_resume": "resume",
+    "checkpoint_root": "resume",
+    "find_checkpoint": "resume",
+    "restore": "resume",
+    "capture_rng": "rng",
+    "restore_rng": "rng",
+    "Checkpoint": "store",
+    "check_checkpoint": "store",
+    "latest_complete": "store",
+    "list_complete": "store",
+    "load_state": "store",
+    "prune": "store",
+    "save_checkpoint": "store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

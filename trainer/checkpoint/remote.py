@@ -31,15 +31,14 @@ import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from trainer.checkpoint.atomic import atomic_directory
-from trainer.checkpoint.store import (
+from trainer.checkpoint.layout import (
     MANIFEST,
     MARKER,
-    Checkpoint,
     CheckpointError,
-    candidates,
-    check_checkpoint,
     checkpoint_step,
+    read_complete_manifest,
 )
+from trainer.checkpoint.store import Checkpoint, candidates, check_checkpoint
 
 LOCAL_PROTOCOLS = ("file", "local")
 STAGING_ENV = "TRIUNE_STAGING_DIR"
@@ -267,15 +266,10 @@ class Mirror:
             name = remote.rsplit("/", 1)[-1]
             here = self.local / name
             try:
-                raw = self.fs.cat_file(posixpath.join(remote, MANIFEST))
-                marker = self.fs.cat_file(posixpath.join(remote, MARKER)).decode().strip()
-            except (OSError, UnicodeDecodeError):
+                raw = read_complete_manifest(self.fs, remote)
+            except CheckpointError as exc:
                 if skipped is not None:
-                    skipped.append(f"{self.uri}/{name}: incomplete checkpoint (no {MARKER} marker)")
-                continue
-            if marker != hashlib.sha256(raw).hexdigest():
-                if skipped is not None:
-                    skipped.append(f"{self.uri}/{name}: {MANIFEST} does not match the {MARKER} marker")
+                    skipped.append(f"{self.uri}/{name}: {str(exc).split(': ', 1)[-1]}")
                 continue
             try:
                 local = check_checkpoint(here, verify_hashes=True)

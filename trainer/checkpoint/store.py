@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -32,19 +31,20 @@ from typing import Any
 import torch
 
 from trainer.checkpoint.atomic import atomic_directory, remove_stale, save_torch
+from trainer.checkpoint.layout import (
+    MANIFEST,
+    MARKER,
+    POLICY_DIR,
+    STATE_FILE,
+    CheckpointError,
+    checkpoint_name,
+    checkpoint_step,
+    manifest_digest,
+)
 
 FORMAT_VERSION = 2  # 2: the weights only in policy/, the optimizer in optimizer.pt
 READABLE_FORMATS = (1, 2)  # 1: model and optimizer inside trainer_state.pt
-MARKER = "COMPLETE"
-MANIFEST = "manifest.json"
-STATE_FILE = "trainer_state.pt"
-POLICY_DIR = "policy"
-_NAME = re.compile(r"^step_(\d{8,})$")
 _CHUNK = 1 << 20
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -60,27 +60,6 @@ class Checkpoint:
         """The Hugging Face model directory of the policy, when the checkpoint has one."""
         path = self.path / POLICY_DIR
         return path if path.is_dir() else None
-
-
-def checkpoint_step(name: str) -> int | None:
-    """The step of a checkpoint directory's name, None for any other name.
-
-    >>> checkpoint_step("step_00000010"), checkpoint_step(".tmp-step_00000010-ab12cd34")
-    (10, None)
-    """
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
-
-
-def checkpoint_name(step: int) -> str:
-    """``step_00000010``: zero-padded so that names sort like steps.
-
-    >>> checkpoint_name(10)
-    'step_00000010'
-    """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an integer >= 0, got {step!r}")
-    return f"step_{step:08d}"
 
 
 def _sha256_file(path: Path) -> str:
@@ -140,7 +119,7 @@ def save_checkpoint(
         }
         text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        (tmp / MARKER).write_text(hashlib.sha256(text.encode()).hexdigest() + "\n", encoding="utf-8")
+        (tmp / MARKER).write_text(manifest_digest(text.encode()) + "\n", encoding="utf-8")
     prune(root, keep_last or len(candidates(root)) or 1, current=step)
     return Checkpoint(final, step, manifest)
 
@@ -158,7 +137,7 @@ def check_checkpoint(path: str | Path, *, verify_hashes: bool = True) -> Checkpo
         manifest = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable {MANIFEST} ({exc})") from None
-    if marker.read_text(encoding="utf-8").strip() != hashlib.sha256(raw).hexdigest():
+    if marker.read_text(encoding="utf-8").strip() != manifest_digest(raw):
         raise CheckpointError(f"{path}: {MANIFEST} does not match the {MARKER} marker (edited or corrupted)")
     if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
         found = manifest.get("format") if isinstance(manifest, dict) else None

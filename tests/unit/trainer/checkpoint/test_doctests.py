@@ -9,7 +9,7 @@ import pytest
 
 MODULES = [
     "trainer.checkpoint.fingerprint",
-    "trainer.checkpoint.store",
+    "trainer.checkpoint.layout",
     "trainer.sft.targets",
 ]
 
