@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tarfile
-from collections.abc import Iterator
+import posixpath
 
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -16,9 +14,9 @@ from control.api.base import ProjectApi, query_int
 from control.api.runs import run_for
 from control.errors import NotFound
 from control.models import RunArtifact
+from control.selectors.artifact_files import artifact_location, tar_gz_stream
 from control.selectors.run_logs import run_log_chunk
 from control.services.run_outputs import run_artifacts_sync
-from control.storage import fs_path
 
 
 class LogChunkOutput(serializers.Serializer):
@@ -83,47 +81,20 @@ class RunArtifactDownloadApi(ProjectApi):
         artifact = run.artifacts.filter(pk=artifact_id).first()
         if artifact is None:
             raise NotFound(f"artifact {artifact_id} does not exist in run {run.pk}")
-        path = fs_path(artifact.uri)
-        if path is None or not os.path.exists(path):
-            raise NotFound(f"artifact {artifact_id} is no longer in storage ({artifact.uri})")
+        try:
+            fs, path = artifact_location(artifact.uri)
+        except NotFound:
+            raise NotFound(f"artifact {artifact_id} is no longer in storage ({artifact.uri})") from None
         step = "" if artifact.step is None else f"-step-{artifact.step}"
         name = f"run-{run.pk}-{artifact.kind}{step}"
-        if os.path.isfile(path):
+        if fs.isfile(path):
             # Bytes to save, whatever the name says (a config.json is not served as JSON to render).
             return FileResponse(
-                open(path, "rb"),
+                fs.open(path, "rb"),
                 as_attachment=True,
-                filename=os.path.basename(path),
+                filename=posixpath.basename(path),
                 content_type="application/octet-stream",
             )
-        response = StreamingHttpResponse(_tar_gz(path, name), content_type="application/gzip")
+        response = StreamingHttpResponse(tar_gz_stream(fs, path, name), content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="{name}.tar.gz"'
         return response
-
-
-class _Chunks:
-    """A write-only file whose writes a generator drains: tarfile streams without a temporary file."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def drain(self) -> bytes:
-        out, self.parts = b"".join(self.parts), []
-        return out
-
-
-def _tar_gz(folder: str, arcname: str) -> Iterator[bytes]:
-    sink = _Chunks()
-    with tarfile.open(fileobj=sink, mode="w|gz") as archive:
-        for root, _dirs, files in os.walk(folder):
-            for file_name in sorted(files):
-                full = os.path.join(root, file_name)
-                archive.add(full, arcname=os.path.join(arcname, os.path.relpath(full, folder)))
-                chunk = sink.drain()
-                if chunk:
-                    yield chunk
-    yield sink.drain()

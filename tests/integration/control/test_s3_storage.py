@@ -95,3 +95,34 @@ def test_a_failed_copy_to_the_bucket_leaves_nothing(
     s3_storage.invalidate_cache()
     assert copied and not any(s3_storage.exists(uri) for uri in copied)  # what was copied is deleted
     assert not list((tmp_path / "ingest").rglob("*.parquet"))
+
+
+def test_artifacts_on_the_bucket_download_as_files_and_archives(
+    client_for, user, project, s3_storage, make_run
+) -> None:
+    import io
+    import tarfile
+
+    from control.models import RunArtifact
+
+    run = make_run(project, total_steps=2)
+    folder = f"{BUCKET}/platform/runs/{run.pk}/output/checkpoints/step_00000002"
+    s3_storage.pipe_file(f"{folder}/manifest.json", b'{"step": 2}')
+    s3_storage.pipe_file(f"{folder}/policy/model.safetensors", b"w" * 5000)
+    spec = RunArtifact.objects.create(run=run, kind="spec", uri=f"s3://{folder}/manifest.json")
+    checkpoint = RunArtifact.objects.create(run=run, kind="checkpoint", step=2, uri=f"s3://{folder}")
+    gone = RunArtifact.objects.create(run=run, kind="checkpoint", step=4, uri=f"s3://{folder}-gone")
+    client = client_for(user)
+
+    got = client.get(f"/api/v1/runs/{run.pk}/artifacts/{spec.pk}/download/")
+    assert got.status_code == 200 and b"".join(got.streaming_content) == b'{"step": 2}'
+    got = client.get(f"/api/v1/runs/{run.pk}/artifacts/{checkpoint.pk}/download/")
+    assert got.status_code == 200 and got["Content-Type"] == "application/gzip"
+    archive = tarfile.open(fileobj=io.BytesIO(b"".join(got.streaming_content)), mode="r:gz")
+    members = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+    assert members == {
+        f"run-{run.pk}-checkpoint-step-2/manifest.json": b'{"step": 2}',
+        f"run-{run.pk}-checkpoint-step-2/policy/model.safetensors": b"w" * 5000,
+    }
+    missing = client.get(f"/api/v1/runs/{run.pk}/artifacts/{gone.pk}/download/")
+    assert missing.status_code == 404 and "no longer in storage" in missing.json()["message"]
