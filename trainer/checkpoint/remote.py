@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -337,6 +338,17 @@ class RemoteOutputs:
         if self.checkpoints is not None:
             self.checkpoints.push_checkpoint(checkpoint)
         self.push_outputs(stamps)
+
+    def remove_staging(self) -> list[Path]:
+        """Delete the local staging folders (once everything is copied up); returns those deleted."""
+        removed = []
+        for mirror in (self.outputs, self.checkpoints):
+            if mirror is None or (self.outputs is not None and self.outputs.local in mirror.local.parents):
+                continue  # checkpoints under the outputs go with them
+            shutil.rmtree(mirror.local, ignore_errors=True)
+            staging_record(mirror.local).unlink(missing_ok=True)
+            removed.append(mirror.local)
+        return removed
 
     def output_stamps(self) -> list[FileStamp]:
         """The outputs (metric files, config, warm-start model) as they are now, not the checkpoints."""

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     from trainer.checkpoint import Checkpoint
     from trainer.checkpoint.remote import RemoteOutputs
+    from trainer.checkpoint.uploads import Snapshot, Uploads
     from trainer.engine import StopRequest
 
 LOCAL_RUN_ID = "local"
@@ -218,33 +219,7 @@ def _train_staged(
     staging = remote.output_dir or remote.checkpoint_dir
     print(f"train: outputs staged in {staging}, copied to {where}", flush=True)
 
-    from trainer.checkpoint.store import checkpoint_name
-    from trainer.checkpoint.uploads import Snapshot, Uploads
-
-    def what(snapshot: Snapshot) -> str:
-        kind = "checkpoint" if snapshot.checkpoint is not None else "outputs"
-        return f"{kind} of step {snapshot.step}"
-
-    def copied(snapshot: Snapshot) -> None:
-        if remote.checkpoints is not None:
-            target = f"{remote.checkpoints.uri.rstrip('/')}/{checkpoint_name(snapshot.step)}"
-            print(f"train: checkpoint of step {snapshot.step} copied to {target}", flush=True)
-
-    def failed(snapshot: Snapshot, exc: BaseException) -> None:
-        print(
-            f"train: warning: could not copy the {what(snapshot)} to {where}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def dropped(snapshot: Snapshot, newer: Snapshot) -> None:
-        print(
-            f"train: the {what(snapshot)} was not copied to {where}: "
-            f"step {newer.step}, newer, is copied instead",
-            flush=True,
-        )
-
-    uploads = Uploads(remote, on_copied=copied, on_failed=failed, on_dropped=dropped)
+    uploads, copied = _reported_uploads(remote, where)
 
     def copy_up(checkpoint: Checkpoint) -> None:
         try:
@@ -252,17 +227,60 @@ def _train_staged(
         except OSError as exc:
             print(f"train: warning: could not copy {checkpoint.path} to {where}: {exc}", file=sys.stderr)
 
+    status = 1
     try:
-        return _train(staged, sources, args, resume, stop, after_checkpoint=copy_up)
+        status = _train(staged, sources, args, resume, stop, after_checkpoint=copy_up)
+        return status
     finally:
         pending = uploads.pending
         if pending:
-            print(f"train: waiting for the copy of the {what(pending[-1])} to {where}", flush=True)
+            print(f"train: waiting for the copy of the {_what(pending[-1])} to {where}", flush=True)
         uploads.close()
         try:
             remote.push_outputs()
         except OSError as exc:
             print(f"train: warning: could not copy the outputs to {where}: {exc}", file=sys.stderr)
+        else:
+            if status == 0 and config.total_steps in copied:  # the finished run is all in remote storage
+                for folder in remote.remove_staging():
+                    print(f"train: removed the staging folder {folder}: the finished run is in {where}")
+
+
+def _what(snapshot: Snapshot) -> str:
+    kind = "checkpoint" if snapshot.checkpoint is not None else "outputs"
+    return f"{kind} of step {snapshot.step}"
+
+
+def _reported_uploads(remote: RemoteOutputs, where: str) -> tuple[Uploads, set[int]]:
+    """The background copies of a staged run, each outcome printed; and the steps copied so far."""
+    from trainer.checkpoint.layout import checkpoint_name
+    from trainer.checkpoint.uploads import Uploads
+
+    copied: set[int] = set()
+
+    def on_copied(snapshot: Snapshot) -> None:
+        copied.add(snapshot.step)
+        if remote.checkpoints is not None:
+            target = f"{remote.checkpoints.uri.rstrip('/')}/{checkpoint_name(snapshot.step)}"
+            print(f"train: checkpoint of step {snapshot.step} copied to {target}", flush=True)
+
+    def on_failed(snapshot: Snapshot, exc: BaseException) -> None:
+        copied.discard(snapshot.step)
+        print(
+            f"train: warning: could not copy the {_what(snapshot)} to {where}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_dropped(snapshot: Snapshot, newer: Snapshot) -> None:
+        print(
+            f"train: the {_what(snapshot)} was not copied to {where}: "
+            f"step {newer.step}, newer, is copied instead",
+            flush=True,
+        )
+
+    uploads = Uploads(remote, on_copied=on_copied, on_failed=on_failed, on_dropped=on_dropped)
+    return uploads, copied
 
 
 def _train(

@@ -47,11 +47,14 @@ def test_a_run_on_s3_resumes_on_another_node_as_the_uninterrupted_run(
     assert s3.exists(f"{run}/checkpoints/step_00000002/policy/model.safetensors")
     assert s3.exists(f"{run}/metrics.jsonl") and s3.exists(f"{run}/config.yaml")
 
+    assert (staging_dir(uri) / "checkpoints" / "step_00000002").is_dir()  # kept: the run is not finished
     shutil.rmtree(staging_dir(uri))  # the next attempt runs on a node that never saw this run
     assert _train(config, uri, "--resume") == 0
     out = capsys.readouterr().out
     assert "train: copied the checkpoint of step 2 from" in out
     assert "train: finished 2 step(s)" in out
+    assert f"train: removed the staging folder {staging_dir(uri)}: the finished run is in" in out
+    assert not staging_dir(uri).exists()  # the finished run is all in the bucket
     s3.invalidate_cache()
     steps = sorted(p.rsplit("/", 1)[-1] for p in s3.ls(f"{run}/checkpoints"))
     assert steps == ["step_00000004"]  # keep_last 1: step 2 is gone remotely too
@@ -73,7 +76,7 @@ def test_resume_passes_over_a_remote_checkpoint_whose_copy_was_cut(
     s3.invalidate_cache()
     s3.rm_file(f"{run}/step_00000004/{MARKER}")  # a copy stopped before its marker
     s3.pipe(f"{run}/step_00000002/optimizer.pt", b"torn")  # and an older one damaged
-    shutil.rmtree(staging_dir(uri))
+    assert not staging_dir(uri).exists()  # the finished run's staging is gone: the resume reads S3
     capsys.readouterr()
     assert _train(config, uri, "--resume") == 2
     captured = capsys.readouterr()
