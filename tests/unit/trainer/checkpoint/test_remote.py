@@ -16,6 +16,7 @@ from trainer.checkpoint.remote import (
     local_location,
     remote_outputs,
     staging_dir,
+    staging_record,
 )
 
 
@@ -150,3 +151,17 @@ def test_push_copies_only_what_changed_since_the_last_push(tmp_path: Path, uri: 
         handle.write("{}\n")
     assert mirror.push() == 1  # the metric file grew; the model is not copied again
     assert fsspec.filesystem("memory").cat_file(mirror.remote("metrics.jsonl")) == b"{}\n{}\n"
+
+
+def test_removing_the_staging_deletes_the_mirrors_folders_and_records(tmp_path: Path, uri: str) -> None:
+    env = {"TRIUNE_STAGING_DIR": str(tmp_path)}
+    mirrors = remote_outputs(uri, None, env)
+    mirrors.prepare(resume=False)
+    _save(mirrors.checkpoint_dir, 2)
+    assert staging_record(mirrors.output_dir).is_file()
+    assert mirrors.remove_staging() == [mirrors.output_dir]  # the checkpoints were inside it
+    assert not mirrors.output_dir.exists() and not staging_record(mirrors.output_dir).exists()
+    apart = remote_outputs(uri + "-out", uri + "-ckpt", env)
+    apart.prepare(resume=False)
+    assert apart.remove_staging() == [apart.output_dir, apart.checkpoint_dir]
+    assert list(tmp_path.iterdir()) == []
