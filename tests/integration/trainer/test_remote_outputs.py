@@ -128,3 +128,21 @@ def test_a_model_uri_without_a_model_is_refused_before_anything_runs(
     err = capsys.readouterr().err
     assert f"model.path: {missing!r} is not a checkpoint directory (no config.json" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_whose_last_copy_failed_keeps_its_staging(
+    synth_dir: Path, tmp_path: Path, write_config, s3, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.checkpoint.remote import Mirror
+
+    def refused(self, checkpoint) -> None:
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(Mirror, "push_checkpoint", refused)
+    config = write_config(synth_dir, total_steps=2, checkpoint={"every": 2})
+    uri = f"s3://{BUCKET}/runs/10/output"
+    assert _train(config, uri) == 0  # the run goes on; the copy is a warning
+    captured = capsys.readouterr()
+    assert "train: warning: could not copy the checkpoint of step 2" in captured.err
+    assert "Access Denied" in captured.err and "removed the staging folder" not in captured.out
+    assert (staging_dir(uri) / "checkpoints" / "step_00000002").is_dir()  # the only copy: kept
