@@ -81,10 +81,10 @@ class RunArtifactDownloadApi(ProjectApi):
         artifact = run.artifacts.filter(pk=artifact_id).first()
         if artifact is None:
             raise NotFound(f"artifact {artifact_id} does not exist in run {run.pk}")
-        try:
-            fs, path = artifact_location(artifact.uri)
-        except NotFound:
-            raise NotFound(f"artifact {artifact_id} is no longer in storage ({artifact.uri})") from None
+        location = artifact_location(artifact.uri)
+        if location is None:
+            raise NotFound(f"artifact {artifact_id} is no longer in storage ({artifact.uri})")
+        fs, path = location
         step = "" if artifact.step is None else f"-step-{artifact.step}"
         name = f"run-{run.pk}-{artifact.kind}{step}"
         if fs.isfile(path):

@@ -16,23 +16,18 @@ from collections.abc import Iterator
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from control.errors import NotFound
-
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 8
 _END = object()
 
 
-def artifact_location(uri: str) -> tuple[AbstractFileSystem, str]:
-    """The file system and path of an artifact's URI; raises :class:`NotFound` when it is gone."""
+def artifact_location(uri: str) -> tuple[AbstractFileSystem, str] | None:
+    """The file system and path of an artifact's URI; None when it is no longer there."""
     fs, path = fsspec.core.url_to_fs(uri)
     try:
-        found = fs.exists(path)
+        return (fs, path) if fs.exists(path) else None
     except OSError:
-        found = False
-    if not found:
-        raise NotFound(f"no longer in storage ({uri})")
-    return fs, path
+        return None
 
 
 class _QueueWriter:

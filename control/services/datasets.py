@@ -43,13 +43,8 @@ class UploadRejected(DomainError):
         self.report = report
 
 
-def data_root() -> Path:
-    """The local folder of uploads, ingest staging and error reports (:func:`control.storage.ingest_root`)."""
-    return ingest_root()
-
-
 def uploads_dir() -> Path:
-    path = data_root() / "uploads"
+    path = ingest_root() / "uploads"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -180,7 +175,7 @@ def dataset_version_create(
     if existing is not None:
         return VersionOutcome(existing, created=False)
 
-    staging = data_root() / "staging" / uuid.uuid4().hex
+    staging = ingest_root() / "staging" / uuid.uuid4().hex
     staging.mkdir(parents=True)
     final: str | None = None
     try:
@@ -260,7 +255,7 @@ def dataset_version_create(
 
 
 def error_report_path(project_id: int, report_id: str) -> Path:
-    return data_root() / "reports" / str(project_id) / f"{report_id}.csv"
+    return ingest_root() / "reports" / str(project_id) / f"{report_id}.csv"
 
 
 def keep_error_report(project: Project, csv_path: Path) -> str:
@@ -288,6 +283,6 @@ def stage_uploaded_file(uploaded, directory: Path) -> StagedFile:
 
 
 def staging_tempdir() -> Path:
-    base = data_root() / "staging"
+    base = ingest_root() / "staging"
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="upload-", dir=base))

@@ -315,9 +315,8 @@ class RemoteOutputs:
             if mirror is not None:
                 mirror.check_writable()
                 mirror.local.mkdir(parents=True, exist_ok=True)
-                nested = self.outputs is not None and self.outputs.local in mirror.local.parents
-                if not nested:
-                    write_staging_record(mirror.local, mirror.uri)
+        for mirror in self._own_folders():
+            write_staging_record(mirror.local, mirror.uri)
         if self.outputs is not None:
             self.outputs.pull(skip=[PROBE, *self._nested_checkpoints()])
         if self.checkpoints is not None:
@@ -325,13 +324,25 @@ class RemoteOutputs:
                 return self.checkpoints.pull_latest(skipped)
         return None
 
+    def _checkpoints_nested(self) -> bool:
+        """Whether the checkpoints' folder lies inside the outputs' (``<output_dir>/checkpoints``)."""
+        return (
+            self.outputs is not None
+            and self.checkpoints is not None
+            and self.outputs.local in self.checkpoints.local.parents
+        )
+
     def _nested_checkpoints(self) -> list[str]:
-        if self.outputs is None or self.checkpoints is None:
+        if not self._checkpoints_nested():
             return []
-        local = self.checkpoints.local
-        if self.outputs.local in local.parents:
-            return [local.relative_to(self.outputs.local).parts[0]]
-        return []
+        return [self.checkpoints.local.relative_to(self.outputs.local).parts[0]]
+
+    def _own_folders(self) -> list[Mirror]:
+        """The mirrors whose local folder is a staging folder of its own (not inside another's)."""
+        mirrors = [self.outputs] if self.outputs is not None else []
+        if self.checkpoints is not None and not self._checkpoints_nested():
+            mirrors.append(self.checkpoints)
+        return mirrors
 
     def after_checkpoint(self, checkpoint: Checkpoint, stamps: list[FileStamp] | None = None) -> None:
         """Copy up a checkpoint, then the other outputs (as ``stamps`` says, else as they are now)."""
@@ -342,9 +353,7 @@ class RemoteOutputs:
     def remove_staging(self) -> list[Path]:
         """Delete the local staging folders (once everything is copied up); returns those deleted."""
         removed = []
-        for mirror in (self.outputs, self.checkpoints):
-            if mirror is None or (self.outputs is not None and self.outputs.local in mirror.local.parents):
-                continue  # checkpoints under the outputs go with them
+        for mirror in self._own_folders():  # checkpoints inside the outputs go with them
             shutil.rmtree(mirror.local, ignore_errors=True)
             staging_record(mirror.local).unlink(missing_ok=True)
             removed.append(mirror.local)
