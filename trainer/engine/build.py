@@ -162,8 +162,11 @@ def build_optimizer(model: PreTrainedModel, config: TrainConfig) -> tuple[Optimi
 def backend_options(config: TrainConfig) -> dict[str, Any]:
     """Keyword arguments of the rollout backend of ``config`` besides the model and processor."""
     options: dict[str, Any] = {"max_batch_size": config.rollout.micro_batch_size}
-    if config.rollout.backend == "vllm" and config.rollout.gpu_memory_utilization is not None:
-        options["gpu_memory_utilization"] = config.rollout.gpu_memory_utilization
+    if config.rollout.backend == "vllm":
+        # the engine's KV cache and positions cover the longest prompt and response
+        options["max_model_len"] = config.data.max_prompt_length + config.rollout.max_response_length
+        if config.rollout.gpu_memory_utilization is not None:
+            options["gpu_memory_utilization"] = config.rollout.gpu_memory_utilization
     return options
 
 

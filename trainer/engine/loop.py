@@ -70,7 +70,14 @@ from trainer.engine.step import StepResult, train_step
 from trainer.engine.stop import StopRequest
 from trainer.models.loading import flash_attn_importable
 from trainer.monitor import Metrics
-from trainer.rollout import RolloutBackend, backend_names, build_backend, vllm_importable, vllm_problems
+from trainer.rollout import (
+    RolloutBackend,
+    backend_names,
+    build_backend,
+    vllm_cpu_build,
+    vllm_importable,
+    vllm_problems,
+)
 from trainer.tracking import ConsoleSink, MultiSink, build_tracker
 
 # Steps whose detection responses are pooled for the box-frame check before it gives up.
@@ -120,11 +127,10 @@ def environment_problems(config: TrainConfig, environ: Mapping[str, str]) -> lis
         )
     elif config.rollout.backend == "vllm":
         # Ray workers have an environment of their own: there, their backend refuses the same way.
+        # Without GPUs they need vLLM's CPU build, which the driver's environment shows.
         importable = vllm_importable() if engine.kind == "local" else True
-        problems += [
-            Problem("rollout.backend", reason)
-            for reason in vllm_problems(cuda_available=gpus, importable=importable)
-        ]
+        reasons = vllm_problems(cuda_available=gpus, importable=importable, cpu_build=vllm_cpu_build())
+        problems += [Problem("rollout.backend", reason) for reason in reasons]
     problems += deepspeed_problems(config, importable=deepspeed_importable())
     if config.model.attention == "flash_attention_2":
         # as for vLLM, Ray workers check their own environment

