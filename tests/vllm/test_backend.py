@@ -123,7 +123,23 @@ def test_an_update_reaches_the_engine(engines, part):
     assert restored == before
 
 
-def test_a_training_run_with_the_vllm_backend(tmp_path):
+ENGINES = {
+    "one process": [],
+    # Two FSDP workers on a Ray instance of the run's own: each has its engine, and a worker
+    # without prompts in a step (2 prompts, greedy evaluation of 1 row a source) still joins
+    # the gathering of the sharded weights that the other's push runs.
+    "two fsdp workers on ray": [
+        "engine.kind=ray",
+        "engine.workers=2",
+        "engine.cpus_per_worker=1",
+        "engine.sharding=fsdp",
+        "engine.timeout_s=120",
+    ],
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_training_run_with_the_vllm_backend(tmp_path, engine):
     def trainer(*args: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-m", "trainer", *args]
@@ -141,12 +157,13 @@ def test_a_training_run_with_the_vllm_backend(tmp_path):
         "eval.every=2",
         "eval.max_samples_per_source=1",
         "reward.workers=1",
+        *ENGINES[engine],
     ]
     sets = [arg for override in overrides for arg in ("--set", override)]
     out = tmp_path / "out"
     run = trainer("train", "--config", "tiny-cpu-demo", *sets, "--output-dir", str(out), "--threads", "1")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.stdout.splitlines()[-1].startswith("train: finished 2 step(s) in ")
+    assert any(line.startswith("train: finished 2 step(s) in ") for line in run.stdout.splitlines())
     lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     points = [point for point in map(json.loads, lines) if "event" not in point]
     global_lengths = [p for p in points if p["key"] == "response_length/mean" and p["source"] is None]

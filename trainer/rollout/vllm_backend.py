@@ -189,8 +189,12 @@ def request_for(processor: ProcessorMixin, prompt: RolloutPrompt) -> dict[str, A
 def policy_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for every entry of the policy's state dict, in the checkpoint's naming.
 
-    A DTensor (an FSDP2-sharded parameter) is gathered into the full tensor first; that
-    is a collective, so every worker must sync at the same time (they all generate).
+    A tied weight comes under each of its names: vLLM's CPU build packs the LM head apart
+    from the embedding, so the head must be loaded too. A DTensor (an FSDP2-sharded
+    parameter) is gathered into the full tensor first; that is a collective, so every worker
+    pushes its weights at the same time, a worker without prompts included
+    (:meth:`VLLMRolloutBackend.sync_idle`). Under ZeRO-3 the worker gathers the parameters
+    before it builds the engine or generates.
     """
     for name, tensor in model.state_dict().items():
         full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
@@ -476,6 +480,19 @@ class VLLMRolloutBackend:
             # Sleeping clears these; awake, entries computed with the old weights would be reused.
             self.llm.reset_prefix_cache()
             self.llm.llm_engine.reset_encoder_cache()
+
+    def sync_idle(self) -> None:
+        """Push the policy's weights without generating, for a worker that has no prompts this step.
+
+        The other workers push theirs as they generate; gathering a sharded parameter is a
+        collective that every worker must join, so an idle one takes part too.
+        """
+        try:
+            self._wake_and_sync()
+        finally:
+            if self.enable_sleep and not self._asleep:
+                self.llm.sleep(level=2)
+                self._asleep = True
 
     def generate(
         self,

@@ -174,10 +174,19 @@ class PolicyWorker:
                 model, self.optimizer, self.config, world=self.world, device=group_device
             )
             self.zero = ZeroParts(ds_engine, names, keys, signature)
-        self.backend = build_backend(
-            self.config.rollout.backend, model=model, processor=self.processor, **backend_options(self.config)
-        )
+        # Built with the parameters whole, as in generate: vLLM's engine copies the weights.
+        with self._generation_ready():
+            self.backend = build_backend(
+                self.config.rollout.backend,
+                model=model,
+                processor=self.processor,
+                **backend_options(self.config),
+            )
         return backend
+
+    def _generation_ready(self) -> contextlib.AbstractContextManager[None]:
+        """The policy's parameters whole (FSDP units unsharded, ZeRO-3 gathered) for the block."""
+        return generation_ready(self.zero.engine) if self.zero is not None else gathered(self.units)
 
     def generate(
         self,
@@ -191,8 +200,12 @@ class PolicyWorker:
     ) -> list[Rollout]:
         """``n`` responses for each of this worker's prompts (none: it still joins the gathering)."""
         assert self.model is not None
-        with generation_ready(self.zero.engine) if self.zero is not None else gathered(self.units):
+        with self._generation_ready():
             if not prompts:
+                # a backend whose weight push gathers sharded parameters joins the others' gathering
+                sync_idle = getattr(self.backend, "sync_idle", None)
+                if sync_idle is not None:
+                    sync_idle()
                 return []
             return self.backend.generate(
                 prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy, seed=seed

@@ -83,7 +83,7 @@ def test_weights_are_written_in_files_of_about_the_shard_size(tiny, tmp_path):
     assert [p.name for p in paths] == [f"model-0000{i}.safetensors" for i in range(1, len(paths) + 1)]
     assert 3 <= len(paths) <= 4
     names = [name for path in paths for name in load_file(str(path))]
-    assert sorted(names) == sorted(state)  # each tensor once, tied ones under both names
+    assert sorted(names) == sorted(state)  # each tensor once, a tied one under each name
     largest = max(t.numel() * t.element_size() for t in state.values())
     for path in paths[:-1]:  # a file closes with the tensor that takes it to the shard size
         size = sum(t.numel() * t.element_size() for t in load_file(str(path)).values())
@@ -219,7 +219,7 @@ def test_policy_weights_are_the_state_dict(tiny):
     model, _ = tiny
     weights = dict(vllm_backend.policy_weights(model))
     state = model.state_dict()
-    assert list(weights) == list(state)
+    assert list(weights) == list(state)  # the tied LM head included
     assert all(torch.equal(weights[name], state[name]) for name in state)
 
 
@@ -409,6 +409,15 @@ def test_engine_calls_with_sleep(tiny, fake_vllm):
     assert [r.prompt_index for r in rollouts] == [0, 0, 0, 1, 1, 1]
     assert torch.equal(rollouts[3].prompt.input_ids, encode_prompt(processor, prompts[1]).input_ids)
     assert [(r.response_ids.tolist(), r.clipped) for r in rollouts] == [([FOUR, EOS], False)] * 6
+    backend.close()
+
+
+def test_an_idle_worker_pushes_the_weights_without_generating(tiny, fake_vllm):
+    model, processor = tiny
+    backend = vllm_backend.VLLMRolloutBackend(model, processor)
+    backend.sync_idle()
+    assert backend.llm.calls == ["sleep 2", "wake_up weights", "reload_weights", "wake_up kv_cache", "sleep 2"]
+    assert list(backend.llm.loaded) == list(model.state_dict())
     backend.close()
 
 
