@@ -70,6 +70,17 @@ def test_greedy_responses_are_the_hf_backends(engines):
     assert len({tuple(t) for t in tokens(ours)[::2]}) == len(PROMPTS)
 
 
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_greedy_responses_of_the_other_architectures(arch):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "tests.vllm.greedy_probe", arch]
+    probe = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    responses = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert responses["vllm"] == responses["hf"]
+    assert len({tuple(tokens) for tokens in responses["vllm"]}) == 3  # each prompt its own response
+
+
 def test_sampled_logprobs_are_the_trainers(engines):
     model, processor, vllm, _ = engines
     rollouts = vllm.generate(PROMPTS, n=4, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=3)

@@ -194,6 +194,9 @@ def tiny_config(
         "initializer_range": shape.init_std,
     }
     if arch == "qwen3_vl":
+        # Qwen3-VL interleaves the t/h/w frequencies of its multimodal RoPE; transformers always
+        # does, vLLM only when the config says so, as the published Qwen3-VL configs do.
+        text["rope_parameters"]["mrope_interleaved"] = True
         vision |= {
             # Qwen2-VL's patch, so that one image processor serves every arch.
             "patch_size": PATCH_SIZE,
