@@ -74,8 +74,9 @@ EOF
     echo "import triune_torchvision_ops" > "$site/triune_torchvision_ops.pth"
   fi
   # torchaudio and torchcodec come from PyPI built against CUDA torch too; vLLM needs them for
-  # audio and video only.
-  "$VENV/bin/python" -m pip uninstall --quiet --yes torchaudio torchcodec
+  # audio and video only. Triton (pulled in by xgrammar) has no CPU backend: vLLM disables it,
+  # and its bindings print leak reports at every exit.
+  "$VENV/bin/python" -m pip uninstall --quiet --yes torchaudio torchcodec triton
 fi
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 "$VENV/bin/python" -c "import vllm, torch, torchvision.transforms.v2; print('vllm_env: vllm', vllm.__version__, 'torch', torch.__version__)" >&2
