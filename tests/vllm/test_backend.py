@@ -16,27 +16,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from trainer.algo.update import recompute_logprobs
 from trainer.models import build_tiny_model
-from trainer.rollout import HFRolloutBackend, RolloutPrompt
+from trainer.rollout import HFRolloutBackend
 from trainer.rollout.vllm_backend import VLLMRolloutBackend, vllm_cpu_build
+
+from . import greedy_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_TOKENS = 24
 
 
-def image_prompt(question: str, size: tuple[int, int], color: tuple[int, int, int]) -> RolloutPrompt:
-    return RolloutPrompt([{"role": "user", "content": f"<image>{question}"}], [Image.new("RGB", size, color)])
-
-
-PROMPTS = [
-    image_prompt("What is 2+2?", (224, 224), (200, 40, 40)),
-    RolloutPrompt([{"role": "user", "content": "Count the apples on the table."}], []),
-    image_prompt("Detect every dog in the picture.", (112, 168), (20, 160, 90)),
-    image_prompt("Read the text.", (56, 84), (240, 240, 240)),
-]
+# the probe's three prompts (two images, one text-only) and a smaller image
+PROMPTS = [*greedy_probe.PROMPTS, greedy_probe.image_prompt("Read the text.", (56, 84), (240, 240, 240))]
 
 
 def tokens(rollouts):
