@@ -20,6 +20,7 @@ distribution), without sleep mode. docs/vllm.md says how to run it and with whic
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.metadata
 import importlib.util
@@ -340,11 +341,14 @@ def write_engine_dir(model: PreTrainedModel, processor: ProcessorMixin, out_dir:
     return out
 
 
+def text_config(model: PreTrainedModel) -> Any:
+    """The config of the policy's language model (a VLM's ``text_config``, else its own config)."""
+    return getattr(model.config, "text_config", None) or model.config
+
+
 def context_length(model: PreTrainedModel) -> int:
     """The longest sequence the policy's positions cover (its text config's ``max_position_embeddings``)."""
-    config = model.config
-    text = getattr(config, "text_config", None) or config
-    return int(text.max_position_embeddings)
+    return int(text_config(model).max_position_embeddings)
 
 
 def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -409,14 +413,14 @@ class VLLMRolloutBackend:
         self.eos_token_id = _eos_id(tokenizer)
         self.vision_ids = vision_token_ids(tokenizer)
         self.plain_id = plain_token_id(tokenizer)
-        self.max_model_len = min(max_model_len or context_length(model), context_length(model))
+        context = context_length(model)
+        self.max_model_len = min(max_model_len or context, context)
         engine_dtype = dtype or str(model.dtype).removeprefix("torch.")
         platform: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization}
         if not on_gpu:
-            text_config = getattr(model.config, "text_config", None) or model.config
             platform = {
                 "kv_cache_memory_bytes": kv_cache_bytes(
-                    text_config,
+                    text_config(model),
                     sequences=max_batch_size,
                     max_model_len=self.max_model_len,
                     dtype_bytes=getattr(torch, engine_dtype).itemsize,
@@ -481,18 +485,26 @@ class VLLMRolloutBackend:
             self.llm.reset_prefix_cache()
             self.llm.llm_engine.reset_encoder_cache()
 
+    @contextlib.contextmanager
+    def _awake(self) -> Iterator[None]:
+        """The engine awake with the policy's current weights for the block, asleep again after it
+        (also when the block raises) when sleep mode is on."""
+        try:
+            self._wake_and_sync()
+            yield
+        finally:
+            if self.enable_sleep and not self._asleep:
+                self.llm.sleep(level=2)
+                self._asleep = True
+
     def sync_idle(self) -> None:
         """Push the policy's weights without generating, for a worker that has no prompts this step.
 
         The other workers push theirs as they generate; gathering a sharded parameter is a
         collective that every worker must join, so an idle one takes part too.
         """
-        try:
-            self._wake_and_sync()
-        finally:
-            if self.enable_sleep and not self._asleep:
-                self.llm.sleep(level=2)
-                self._asleep = True
+        with self._awake():
+            pass  # waking pushes the weights, which is all an idle worker has to do
 
     def generate(
         self,
@@ -531,13 +543,8 @@ class VLLMRolloutBackend:
             )
             for index in range(len(prompts))
         ]
-        try:
-            self._wake_and_sync()
+        with self._awake():
             outputs = self.llm.generate(requests, params, use_tqdm=False)
-        finally:
-            if self.enable_sleep and not self._asleep:
-                self.llm.sleep(level=2)
-                self._asleep = True
         return rollouts_from_outputs(
             outputs,
             encoded,
